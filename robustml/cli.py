@@ -59,11 +59,11 @@ def cmd_data_verify(args) -> int:
     return 0
 
 def cmd_data_fetch(args) -> int:
-    "Download dataset `NAME` into the user cache (or report where it already is)."
+    "Download dataset `NAME` into the user cache (or report where it already is); 1 if unavailable or corrupt."
     from robustml import data
     try: p = data.fetch(args.name)
     except KeyError as e: return _fail(e, 2)
-    except data.DataUnavailable as e: return _fail(e, 1)
+    except (data.DataUnavailable, data.ChecksumError) as e: return _fail(e, 1)
     print(p); return 0
 
 # %% ../nbs/04_cli.ipynb #9a464616

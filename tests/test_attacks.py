@@ -1,0 +1,282 @@
+"Property tests, cross-checks with the Adversarial Robustness Toolbox, and bad-input tests for `robustml.attacks`."
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from robustml.attacks import Normalize, fgsm, pgd, smooth_pgd, smooth, gaussian_kernels, margin_loss
+
+torch.set_num_threads(1)
+SETTINGS = dict(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def small_cnn(c=3, n_classes=4, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(Normalize([0.5] * c, [0.25] * c), nn.Conv2d(c, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 4 * 4, n_classes))
+
+
+def small_1d(n_classes=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(1, 6, 7, padding=3), nn.BatchNorm1d(6), nn.ReLU(), nn.Conv1d(6, 6, 5, padding=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(6, n_classes))
+
+
+def synth_images(n, seed=0, n_classes=4):
+    "Class-dependent colour/position patterns plus noise, in [0, 1]."
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    proto = torch.rand(n_classes, 3, 8, 8, generator=torch.Generator().manual_seed(123))
+    x = (0.6 * proto[y] + 0.4 * torch.rand(n, 3, 8, 8, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def train_small():
+    "A small CNN trained for a couple of seconds on synthetic images (eval mode), and 1500 test examples."
+    model = small_cnn(seed=1)
+    x, y = synth_images(3000, seed=0)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for ep in range(4):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 100):
+            idx = perm[i:i + 100]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(); loss.backward(); opt.step()
+    model.eval()
+    xt, yt = synth_images(1500, seed=1)
+    with torch.no_grad(): acc = (model(xt).argmax(1) == yt).float().mean().item()
+    assert acc > 0.9, f"fixture model did not train: {acc}"
+    return model, xt, yt
+
+
+@pytest.fixture(scope='module')
+def trained(): return train_small()
+
+
+def acc(model, x, y):
+    with torch.no_grad(): return (model(x).argmax(1) == y).float().mean().item()
+
+
+# ---------------------------------------------------------------- properties on random models
+attack_cfg = st.sampled_from(['fgsm', 'pgd_linf', 'pgd_l2', 'pgd_linf_margin', 'pgd_l2_restarts'])
+
+
+def run_attack(kind, model, x, y, eps, targeted=False):
+    if kind == 'fgsm': return fgsm(model, x, y, eps, targeted=targeted)
+    if kind == 'pgd_linf': return pgd(model, x, y, eps, eps / 4 + 1e-3, 3, targeted=targeted)
+    if kind == 'pgd_linf_margin': return pgd(model, x, y, eps, eps / 4 + 1e-3, 3, loss='margin', targeted=targeted)
+    if kind == 'pgd_l2': return pgd(model, x, y, eps, eps / 2 + 1e-3, 3, norm='l2', targeted=targeted)
+    if kind == 'pgd_l2_restarts': return pgd(model, x, y, eps, eps / 2 + 1e-3, 2, norm='l2', restarts=2, targeted=targeted)
+    raise KeyError(kind)
+
+
+@settings(**SETTINGS)
+@given(kind=attack_cfg, eps=st.floats(0., 0.5), n=st.integers(1, 6), seed=st.integers(0, 10_000),
+       train_mode=st.booleans(), targeted=st.booleans())
+def test_attack_properties(kind, eps, n, seed, train_mode, targeted):
+    model = small_cnn(seed=seed % 7)
+    model.train(train_mode)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    if seed % 3 == 0: x[:, :, :2] = 0.; x[:, :, -2:] = 1.  # inputs sitting exactly on the bounds
+    y = torch.randint(0, 4, (n,), generator=g)
+    x0, y0 = x.clone(), y.clone()
+    xa = run_attack(kind, model, x, y, eps, targeted)
+    assert torch.equal(x, x0) and torch.equal(y, y0), "inputs modified in place"
+    assert model.training == train_mode and all(m.training == train_mode for m in model.modules()), "mode not restored"
+    assert all(p.grad is None for p in model.parameters()), "parameter gradients were computed"
+    assert xa.shape == x.shape and xa.dtype == x.dtype and not xa.requires_grad
+    assert float(xa.min()) >= 0. and float(xa.max()) <= 1., "outside bounds"
+    d = (xa - x).flatten(1)
+    if kind.startswith('pgd_l2'): assert float(d.norm(dim=1).max()) <= eps * (1 + 1e-5) + 1e-6
+    else: assert float(d.abs().max()) <= eps + 1e-6
+    if eps == 0: assert torch.equal(xa, x)
+
+
+@settings(**SETTINGS)
+@given(eps=st.floats(0., 20.), n=st.integers(1, 4), length=st.integers(40, 200), seed=st.integers(0, 10_000),
+       flat=st.booleans(), use_mask=st.booleans(), train_mode=st.booleans())
+def test_smooth_pgd_properties(eps, n, length, seed, flat, use_mask, train_mode):
+    model = small_1d(seed=seed % 5)
+    g = torch.Generator().manual_seed(seed)
+    x = 50 * torch.randn(n, 1, length, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    mask = None
+    if use_mask:
+        mask = torch.ones_like(x)
+        for i in range(n): mask[i, :, int(torch.randint(10, length, (1,), generator=g)):] = 0  # zero padding at the end
+    if flat:
+        model = nn.Sequential(nn.Unflatten(1, (1, length)), model)
+        x = x[:, 0]; mask = None if mask is None else mask[:, 0]
+    model.train(train_mode)
+    x0 = x.clone()
+    xa = smooth_pgd(model, x, y, eps, max(eps / 5, 1e-3), 3, mask=mask)
+    assert torch.equal(x, x0) and model.training == train_mode
+    assert all(p.grad is None for p in model.parameters())
+    d = xa - x
+    assert xa.shape == x.shape and float(d.abs().max()) <= eps * (1 + 1e-5) + 1e-5
+    if mask is not None: assert float(d[mask == 0].abs().sum()) == 0.
+    if eps == 0: assert torch.equal(xa, x)
+
+
+def test_smooth_pgd_is_smooth_and_starts_from_pgd():
+    model = small_1d(seed=0).eval()
+    torch.manual_seed(0)
+    x, y = 50 * torch.randn(16, 1, 300), torch.randint(0, 3, (16,))
+    xp = pgd(model, x, y, 10., 1., 10, bounds=None)
+    xs = smooth_pgd(model, x, y, 10., 1., 10, init=xp)
+    tv = lambda d: (d[..., 1:] - d[..., :-1]).abs().sum(-1).mean().item()
+    assert tv(xs - x) < 0.2 * tv(xp - x), "smoothed perturbation should have far less total variation than PGD's"
+    # the literal definition: mean over stacked kernels of the conv of theta; the perturbation lies in its range
+    k = gaussian_kernels()
+    th = torch.randn(2, 1, 300)
+    lit = F.conv1d(th.reshape(-1, 1, 300), k[:, None], padding=k.shape[1] // 2).mean(1).view(2, 1, 300)
+    assert torch.allclose(smooth(th, k.mean(0)), lit, atol=1e-5)
+    # init defaults to an internal PGD run with the same eps/alpha/steps
+    torch.manual_seed(1); a = smooth_pgd(model, x, y, 10., 1., 5)
+    torch.manual_seed(1); b = smooth_pgd(model, x, y, 10., 1., 5, init=pgd(model, x, y, 10., 1., 5, bounds=None))
+    assert torch.allclose(a, b)
+
+
+# ---------------------------------------------------------------- on a trained model
+def test_pgd_stronger_than_fgsm(trained):
+    model, x, y = trained
+    eps = 0.08
+    a_clean, a_fgsm = acc(model, x, y), acc(model, fgsm(model, x, y, eps), y)
+    torch.manual_seed(0)
+    a_pgd = acc(model, pgd(model, x, y, eps, eps / 4, 10), y)
+    assert a_pgd <= a_fgsm <= a_clean
+    assert a_pgd < a_clean - 0.1, (a_clean, a_fgsm, a_pgd)
+
+
+@pytest.mark.parametrize('norm,eps,loss', [('linf', 0.05, 'ce'), ('l2', 0.6, 'margin')])
+def test_restarts_never_weaker(trained, norm, eps, loss):
+    model, x, y = trained
+    torch.manual_seed(3); one = pgd(model, x, y, eps, eps / 4, 5, norm=norm, loss=loss, restarts=1)
+    torch.manual_seed(3); many = pgd(model, x, y, eps, eps / 4, 5, norm=norm, loss=loss, restarts=4)
+    with torch.no_grad(): z1, z4 = model(one), model(many)
+    ok1, ok4 = z1.argmax(1) != y, z4.argmax(1) != y
+    assert bool((ok4 | ~ok1).all()), "a restart lost an example the single run had fooled"
+    same = ok1 == ok4
+    l = (lambda z: F.cross_entropy(z, y, reduction='none')) if loss == 'ce' else (lambda z: margin_loss(z, y))
+    assert bool((l(z4)[same] >= l(z1)[same] - 1e-5).all())
+    assert acc(model, many, y) <= acc(model, one, y)
+
+
+def test_targeted_reaches_target(trained):
+    model, x, y = trained
+    target = (y + 1 + torch.randint(0, 3, y.shape, generator=torch.Generator().manual_seed(0))) % 4
+    torch.manual_seed(0)
+    xa = pgd(model, x, target, 0.3, 0.03, 20, targeted=True)
+    with torch.no_grad(): hit = (model(xa).argmax(1) == target).float().mean().item()
+    assert hit > 0.8, hit
+    # FGSM targeted moves toward the target too
+    xf = fgsm(model, x, target, 0.1, targeted=True)
+    with torch.no_grad():
+        p0, p1 = F.softmax(model(x), 1).gather(1, target[:, None]), F.softmax(model(xf), 1).gather(1, target[:, None])
+    assert float((p1 > p0).float().mean()) > 0.9
+
+
+def test_runs_on_model_device_and_mask(trained):
+    model, x, y = trained
+    m = torch.zeros_like(x[:8]); m[..., :4] = 1
+    xa = pgd(model, x[:8], y[:8], 0.1, 0.02, 3, mask=m)
+    assert float((xa - x[:8])[m == 0].abs().max()) == 0.
+    xf = fgsm(model, x[:8], y[:8], 0.1, mask=m)
+    assert float((xf - x[:8])[m == 0].abs().max()) == 0. and float((xf - x[:8])[m == 1].abs().max()) > 0
+
+
+# ---------------------------------------------------------------- agreement with ART
+@pytest.fixture(scope='module')
+def art_clf(trained):
+    pytest.importorskip('art')
+    from art.estimators.classification import PyTorchClassifier
+    model, x, y = trained
+    clf = PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=(3, 8, 8), nb_classes=4, clip_values=(0., 1.))
+    return clf
+
+
+def test_fgsm_equals_art(trained, art_clf):
+    from art.attacks.evasion import FastGradientMethod
+    model, x, y = trained
+    for eps in (0.01, 0.05, 0.2):
+        ours = fgsm(model, x, y, eps).numpy()
+        theirs = FastGradientMethod(art_clf, norm=np.inf, eps=eps, eps_step=eps, minimal=False, batch_size=128).generate(x.numpy(), y=y.numpy())
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
+    model.eval()
+
+
+@pytest.mark.parametrize('norm,eps,alpha,steps', [('linf', 0.06, 0.015, 10), ('linf', 0.08, 0.02, 10), ('linf', 0.09, 0.01, 20),
+                                                  ('l2', 0.8, 0.15, 10)])
+def test_pgd_robust_accuracy_matches_art(trained, art_clf, norm, eps, alpha, steps):
+    from art.attacks.evasion import ProjectedGradientDescent
+    model, x, y = trained
+    torch.manual_seed(0); np.random.seed(0)
+    ours = acc(model, pgd(model, x, y, eps, alpha, steps, norm=norm, random_start=True), y)
+    adv = ProjectedGradientDescent(art_clf, norm=np.inf if norm == 'linf' else 2, eps=eps, eps_step=alpha, max_iter=steps,
+                                   num_random_init=1, batch_size=128, verbose=False).generate(x.numpy(), y=y.numpy())
+    model.eval()
+    theirs = acc(model, torch.from_numpy(adv), y)
+    clean = acc(model, x, y)
+    assert ours < clean - 0.05, "the attack must actually bite for the comparison to mean something"
+    assert abs(ours - theirs) <= 0.02, (ours, theirs)
+
+
+# ---------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize('fn', ['fgsm', 'pgd', 'smooth_pgd'])
+def test_bad_inputs(fn):
+    if fn == 'smooth_pgd':
+        model, x, bounds = small_1d(), torch.randn(4, 1, 50), None
+        call = lambda x=x, y=None, eps=0.1, alpha=0.01, steps=2, **kw: smooth_pgd(model, x, torch.zeros(4, dtype=torch.long) if y is None else y, eps, alpha, steps, **kw)
+    else:
+        model, x = small_cnn(), torch.rand(4, 3, 8, 8)
+        if fn == 'fgsm': call = lambda x=x, y=None, eps=0.1, alpha=None, steps=None, **kw: fgsm(model, x, torch.zeros(4, dtype=torch.long) if y is None else y, eps, **kw)
+        else: call = lambda x=x, y=None, eps=0.1, alpha=0.01, steps=2, **kw: pgd(model, x, torch.zeros(4, dtype=torch.long) if y is None else y, eps, alpha, steps, **kw)
+    with pytest.raises(ValueError, match='eps'): call(eps=-0.1)
+    with pytest.raises(ValueError, match='eps'): call(eps=float('nan'))
+    with pytest.raises(ValueError, match='shape'): call(y=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match='integer'): call(y=torch.zeros(4))
+    with pytest.raises(ValueError, match='floating'): call(x=(x * 10).long())
+    xn = x.clone(); xn[0].view(-1)[0] = float('nan')
+    with pytest.raises(ValueError, match='NaN'): call(x=xn)
+    if fn != 'fgsm':
+        with pytest.raises(ValueError, match='alpha'): call(alpha=0.)
+        with pytest.raises(ValueError, match='alpha'): call(alpha=-1.)
+        with pytest.raises(ValueError, match='steps'): call(steps=0)
+    if fn == 'smooth_pgd':
+        with pytest.raises(ValueError, match='outside bounds'): call(bounds=(-1., 1.), x=x * 100)
+        with pytest.raises(ValueError, match='mask'): call(mask=torch.ones(4, 1, 49))
+        with pytest.raises(ValueError, match='signals'): smooth_pgd(model, torch.randn(2, 1, 1, 50), torch.zeros(2, dtype=torch.long), .1, .1, 1)
+        with pytest.raises(ValueError, match='odd'): call(kernel_sizes=(4,))
+    else:
+        with pytest.raises(ValueError, match='outside bounds'): call(x=x * 255)
+        with pytest.raises(ValueError, match='outside bounds'): call(x=x - 0.5)
+    if fn == 'pgd':
+        with pytest.raises(ValueError, match='norm'): call(norm='l1')
+        with pytest.raises(ValueError, match='loss'): call(loss='hinge')
+        with pytest.raises(ValueError, match='restarts'): call(restarts=0)
+
+
+def test_tolerates_rounding_at_bounds():
+    model, x = small_cnn(), torch.rand(2, 3, 8, 8)
+    x[0, 0, 0, 0] = 1 + 1e-7; x[1, 0, 0, 0] = -1e-7
+    xa = pgd(model, x, torch.zeros(2, dtype=torch.long), 0.1, 0.05, 2)
+    assert float(xa.min()) >= 0 and float(xa.max()) <= 1
+
+
+def test_normalize():
+    n = Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    x = torch.rand(2, 3, 4, 4)
+    ref = (x - torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]) / torch.tensor([0.2023, 0.1994, 0.2010])[:, None, None]
+    assert torch.allclose(n(x), ref)
+    assert set(n.state_dict()) == {'mean', 'std'}
+    with pytest.raises(ValueError, match='std'): Normalize((0.5,), (-1.,))
+    with pytest.raises(ValueError, match='expects'): n(torch.rand(2, 1, 4, 4))
+    # 1-D signals (N, C, L) work too
+    assert Normalize((1.,), (2.,))(torch.ones(2, 1, 5)).eq(0).all()

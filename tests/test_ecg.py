@@ -1,0 +1,138 @@
+"Tests of robustml.ecg (chapter 3, smoothed adversarial ECGs): attacks, mask, smoothness, runner JSON, bad input."
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustml import ecg
+from robustml.core import Results, get_study
+from robustml.data import DataUnavailable
+
+
+@pytest.fixture(scope='module')
+def small():
+    "A few short synthetic records, padded to 2,400 samples, and a small seeded ECGNet briefly trained on them."
+    rec = ecg.synthetic_ecg(24, length=2400, min_length=1200, seed=5)
+    x, m = ecg.pad_records(rec.signals, 2400)
+    y = torch.as_tensor(rec.labels)
+    torch.manual_seed(0)
+    model = ecg.ECGNet(4, width=12, dilations=(1, 2, 4)).eval()
+    return x, m, y, model
+
+
+@pytest.fixture(scope='module')
+def attacked(small):
+    x, m, y, model = small
+    torch.manual_seed(0)
+    xp, rps_p = ecg.attack_batches(model, x, y, m, 'pgd')
+    xs, rps_s = ecg.attack_batches(model, x, y, m, 'smooth', init=xp)
+    return xp, xs, rps_p, rps_s
+
+
+def test_smoothed_within_eps_and_smoother(small, attacked):
+    x, m, y, model = small
+    xp, xs, rps_p, rps_s = attacked
+    dp, ds = xp - x, xs - x
+    assert dp.abs().max() <= ecg.EPS + 1e-3 and ds.abs().max() <= ecg.EPS + 1e-3
+    assert ds.abs().max() > 0.1 * ecg.EPS  # the smoothed attack did perturb
+    hp, hs = ecg.hf_energy_fraction(dp).nanmean(), ecg.hf_energy_fraction(ds).nanmean()
+    tp, ts = ecg.total_variation(dp, m).mean(), ecg.total_variation(ds, m).mean()
+    assert hs < 0.2 * hp, (hp, hs)  # far less energy above 25 Hz
+    assert ts < 0.3 * tp, (tp, ts)  # far smaller sample-to-sample changes
+    assert rps_p > 0 and rps_s > 0
+
+
+def test_mask_leaves_padding_untouched(small, attacked):
+    x, m, y, model = small
+    assert (m == 0).any(), 'the fixture must contain padded records'
+    for xa in attacked[:2]:
+        assert torch.equal(xa[m == 0], x[m == 0])  # exactly zero change in the padding
+    # and the collate-and-perturb samples stay in the band and off the padding: their predictions are well defined
+    fr = ecg.collate_and_perturb(model, x[:2], y[:2], (attacked[1] - x)[:2], m[:2], n_samples=4)
+    assert fr.shape == (2,) and ((fr >= 0) & (fr <= 1)).all()
+
+
+def test_model_ignores_padding():
+    rec = ecg.synthetic_ecg(2, length=1800, min_length=1800, seed=2)
+    net = ecg.ECGNet(4, width=8, dilations=(1, 2)).eval()
+    x = torch.from_numpy(rec.signals[0][None, None].copy())
+    with torch.no_grad(): assert torch.allclose(net(x), net(F.pad(x, (0, 1200))), atol=1e-4)
+
+
+def test_smoothness_measures_rank_square_and_smooth_waves():
+    t = torch.arange(3000.)
+    sq = ecg.EPS * torch.sign(torch.sin(2 * np.pi * 50 * t / ecg.FS))[None, None]
+    sm = ecg.EPS * torch.sin(2 * np.pi * 1.5 * t / ecg.FS)[None, None]
+    assert ecg.hf_energy_fraction(sq)[0] > 0.5 > ecg.hf_energy_fraction(sm)[0]
+    assert ecg.total_variation(sq)[0] > 10 * ecg.total_variation(sm)[0]
+
+
+def test_split_is_by_record_and_stratified():
+    y = np.repeat([0, 1, 2, 3], [150, 50, 70, 30])
+    sp = ecg.split_records(y, seed=3)
+    allidx = np.concatenate(list(sp.values()))
+    assert len(allidx) == len(np.unique(allidx)) == 300
+    for k, frac in zip(('train', 'val', 'test'), (0.6, 0.2, 0.2)):
+        assert np.allclose(np.bincount(y[sp[k]], minlength=4), frac * np.bincount(y), atol=1)
+
+
+def test_synthetic_af_is_irregular():
+    rec = ecg.synthetic_ecg(16, length=6000, min_length=6000, seed=0)
+    assert rec.source == 'synthetic' and rec.fs == 300. and rec.gain == 1000.
+    def cv(s):
+        thr = np.percentile(s, 98) * 0.6
+        pk = np.where((s[1:-1] > thr) & (s[1:-1] >= s[:-2]) & (s[1:-1] > s[2:]))[0]
+        pk = pk[np.concatenate([[True], np.diff(pk) > 75])]
+        rr = np.diff(pk); return rr.std() / rr.mean()
+    c = np.array([cv(s) for s in rec.signals])
+    assert np.median(c[rec.labels == 1]) > 2 * np.median(c[rec.labels == 0])
+
+
+@pytest.mark.parametrize('call', [
+    lambda: ecg.random_crops(torch.zeros(2, 1, 10), 11),
+    lambda: ecg.random_crops(torch.zeros(2, 10), 5),
+    lambda: ecg.split_records(np.zeros(10), (0.5, 0.6, 0.1)),
+    lambda: ecg.pad_records([np.ones(3)], 0),
+    lambda: ecg.synthetic_ecg(0),
+    lambda: ecg.ECGNet(kernel=4),
+    lambda: ecg.ECGNet()(torch.zeros(2, 3000)),
+    lambda: ecg.attack_batches(ecg.ECGNet(), torch.zeros(1, 1, 100), torch.zeros(1, dtype=torch.long), torch.ones(1, 1, 100), 'fgsm'),
+    lambda: ecg.collate_and_perturb(ecg.ECGNet(), torch.zeros(1, 1, 100), torch.zeros(1, dtype=torch.long),
+                                    torch.zeros(1, 1, 99), torch.ones(1, 1, 100)),
+])
+def test_bad_input_raises(call):
+    with pytest.raises(ValueError): call()
+
+
+def _no_data(monkeypatch, tmp_path):
+    monkeypatch.delenv('ROBUSTML_DATA', raising=False)
+    monkeypatch.setenv('ROBUSTML_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setenv('ROBUSTML_OFFLINE', '1')
+
+
+def test_course_without_data_raises(monkeypatch, tmp_path):
+    _no_data(monkeypatch, tmp_path)
+    with pytest.raises(DataUnavailable): ecg.ecg_setup('course')
+
+
+def test_runner_json_holds_table(monkeypatch, tmp_path):
+    _no_data(monkeypatch, tmp_path)  # quick profile on the labelled synthetic stand-in (fast, no data needed)
+    res = get_study('ecg-smooth').run('quick', seed=0)
+    assert isinstance(res, Results) and res.data.source == 'synthetic'
+    path = res.save(tmp_path / 'ecg-smooth.json')
+    d = json.loads(path.read_text())
+    rows = {r['quantity']: r for r in d['table']}
+    for q in ('challenge F1 (mean F1 of N, A, O)', 'PGD success (%)', 'smoothed PGD success (%)',
+              'energy above 25 Hz, PGD vs smoothed (%)', 'collate & perturb: still adversarial (%)',
+              'attack throughput (records/s): PGD, smoothed'):
+        assert q in rows and set(rows[q]) == {'quantity', 'paper', 'ours', 'note'}
+    m = d['metrics']
+    assert rows['PGD success (%)']['ours'] == round(100 * m['pgd_success'], 1)
+    assert 0 <= m['pgd_success'] <= 1 and 0 <= m['smooth_success'] <= 1
+    assert m['smooth_linf'] <= ecg.EPS + 1e-3 and m['pgd_padding_max'] == 0 and m['smooth_padding_max'] == 0
+    assert m['smooth_hf_frac'] < m['pgd_hf_frac'] and m['smooth_tv'] < m['pgd_tv']
+    assert d['paper']['eps_raw'] == 10 and d['metrics']['eps_raw'] == 10
+    assert len(m['eps_sweep']) == len(d['config']['sweep_eps'])
+    assert Results.load(path).table == res.to_dict()['table']

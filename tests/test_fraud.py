@@ -1,0 +1,178 @@
+"""Tests of robustml.fraud (chapter 5): the simulated transactions, leakage, thresholds and the study runner."""
+import json, time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+
+from robustml import fraud as F
+from robustml.core import DataInfo, Results, get_study
+
+
+def small_data(n=6000, rate=0.02, seed=1) -> F.FraudData:
+    "A small SIMULATED dataset whose rows are all distinct (so row hashes identify rows)."
+    df = F.simulate_transactions(n, fraud_rate=rate, seed=seed)
+    X, y = df.drop(columns='Class'), df['Class'].to_numpy()
+    assert not X.duplicated().any()
+    return F.FraudData('test', f'{F.SIMULATED} test', X, y, DataInfo('test', 'synthetic'))
+
+TINY = dict(n_estimators=3, max_depth=3, max_bin=32)
+
+
+# --- the generator -----------------------------------------------------------------------------------------------
+
+def test_generator_shape_and_fraud_rate():
+    df = F.simulate_transactions()
+    assert df.shape == (284_807, 31)
+    assert list(df.columns) == ['Time'] + [f'V{i}' for i in range(1, 29)] + ['Amount', 'Class']
+    assert df['Class'].sum() == 492 and df['Class'].mean() == pytest.approx(0.001727, abs=1e-6)
+    assert df['Time'].min() >= 0 and df['Time'].max() <= 2*F.DAY and df['Time'].is_monotonic_increasing
+    assert (df['Amount'] >= 0).all() and df.notna().all().all()
+    # frauds really differ on the shifted components and not on the others
+    fr, ok = df[df.Class == 1], df[df.Class == 0]
+    assert abs(fr.V14.mean() - ok.V14.mean()) > 1 and abs(fr.V28.mean() - ok.V28.mean()) < 0.2
+
+
+@pytest.mark.parametrize('n,rate', [(10_000, 0.01), (50_000, F.N_FRAUDS/F.N_TRANSACTIONS), (1000, 0.3)])
+def test_generator_rate_other_sizes(n, rate):
+    df = F.simulate_transactions(n, fraud_rate=rate, seed=5)
+    assert len(df) == n and df['Class'].sum() == round(n*rate)
+
+
+def test_generator_seeded_and_validates():
+    a, b, c = (F.simulate_transactions(2000, seed=s) for s in (7, 7, 8))
+    assert a.equals(b) and not a.equals(c)
+    for kw in [dict(n=1), dict(n=100, fraud_rate=0), dict(n=100, fraud_rate=1.2), dict(n=100, separation=-1), dict(n=10.5)]:
+        with pytest.raises(ValueError): F.simulate_transactions(**kw)
+
+
+def test_load_transactions_labels_simulated(monkeypatch):
+    from robustml import data
+    monkeypatch.setattr(data, 'have', lambda name: False)
+    d = F.load_transactions('quick', n_quick=5000)
+    assert d.key == 'simulated' and F.SIMULATED in d.label and d.info.source == 'synthetic'
+    assert F.SIMULATED in str(d.info) and len(d.y) == 5000
+
+
+def test_load_transactions_prefers_real_file(monkeypatch, tmp_path):
+    "When creditcard.csv is found it is used (here a stand-in frame plays the verified file)."
+    from robustml import data
+    fake = F.simulate_transactions(20_000, seed=2)
+    monkeypatch.setattr(data, 'have', lambda name: name == 'creditcard')
+    monkeypatch.setattr(data, 'load_creditcard', lambda *a, **k: fake)
+    monkeypatch.setattr(data, 'find', lambda name, download=True: tmp_path/'creditcard.csv')
+    d = F.load_transactions('quick', n_quick=10_000)
+    assert d.key == 'creditcard' and d.real and len(d.y) == 10_000 and abs(d.y.sum() - 10_000*fake.Class.mean()) <= 1
+
+
+# --- leakage: no pipeline ever sees a test (or validation) row while fitting --------------------------------------
+
+def test_holdout_never_fits_on_test_or_validation_rows():
+    d = small_data()
+    F.FIT_LOG.clear()
+    h = F.holdout_eval(d, tuple(F.METHODS), TINY, scaler=F.RecordingScaler('holdout'))
+    assert len(F.FIT_LOG['holdout']) == len(F.METHODS) # one fit per method, all recorded
+    held_out = F.row_hashes(d.X.iloc[h.test_idx]) | F.row_hashes(d.X.iloc[h.val_idx])
+    for rows in F.FIT_LOG['holdout']:
+        assert rows == F.row_hashes(d.X.iloc[h.fit_idx]) and not rows & held_out
+
+
+def test_cross_validation_never_fits_on_the_fold_test_rows():
+    d, methods = small_data(), ('baseline', 'smote', 'under')
+    F.FIT_LOG.clear()
+    F.cv_eval(d, methods, TINY, n_splits=3, n_repeats=2, seed=4, scaler=F.RecordingScaler('cv'))
+    folds = list(RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=4).split(d.X, d.y))
+    assert len(F.FIT_LOG['cv']) == len(folds)*len(methods)
+    for i, rows in enumerate(F.FIT_LOG['cv']):
+        tr, te = folds[i // len(methods)]
+        assert not rows & F.row_hashes(d.X.iloc[te]) and rows < F.row_hashes(d.X.iloc[tr])
+
+
+def test_leak_check_catches_the_seed_code():
+    "The same check flags the seed's scaler, which is fit on all rows before the split."
+    d = small_data()
+    F.FIT_LOG.clear()
+    F.seed_protocol(d, TINY, fixed=True, scaler=F.RecordingScaler('fixed'))
+    F.seed_protocol(d, TINY, fixed=False, scaler=F.RecordingScaler('seed'))
+    te_fixed = train_test_split(np.arange(len(d.y)), test_size=0.3, random_state=0, stratify=d.y)[1]
+    te_seed = train_test_split(np.arange(len(d.y)), test_size=0.3, random_state=0)[1]
+    assert not F.seen_rows('fixed') & F.row_hashes(d.X.iloc[te_fixed])
+    assert F.seen_rows('seed') >= F.row_hashes(d.X.iloc[te_seed])
+
+
+def test_thresholds_come_from_validation_scores():
+    d = small_data()
+    h = F.holdout_eval(d, ('baseline', 'under'), TINY)
+    for m in ('baseline', 'under'):
+        pv, pt = h.scores[m]
+        assert h.table.loc[m, 'tuned_threshold'] == F.pick_threshold(h.y_val, pv)
+        assert h.table.loc[m, 'cost_threshold'] == F.pick_threshold(h.y_val, pv, 'cost', d.cost_fn, d.cost_fp)
+        assert h.table.loc[m, 'tuned_recall'] == F.threshold_metrics(h.y_test, pt, h.table.loc[m, 'tuned_threshold'])['recall']
+
+
+def test_evaluate_split_rejects_overlapping_indices():
+    d = small_data(2000, 0.05)
+    with pytest.raises(ValueError, match='disjoint'):
+        F.evaluate_split(d, np.arange(0, 1200), np.arange(1200, 1600), np.arange(1000, 2000), ('baseline',), TINY)
+
+
+# --- metrics and thresholds --------------------------------------------------------------------------------------
+
+def test_threshold_metrics_counts():
+    m = F.threshold_metrics(np.array([0, 0, 1, 1, 1]), np.array([.9, .1, .8, .2, .5]))
+    assert (m['tp'], m['fp'], m['fn'], m['tn']) == (2, 1, 1, 1)
+    assert m['precision'] == pytest.approx(2/3) and m['recall'] == pytest.approx(2/3) and m['accuracy'] == .6
+    with pytest.raises(ValueError): F.threshold_metrics(np.zeros(3), np.zeros(4))
+
+
+def test_pick_threshold_matches_brute_force():
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.1).astype(int); s = np.round(rng.random(400) + 0.3*y, 2) # ties on purpose
+    grid = np.r_[np.unique(s), np.inf]
+    f1 = [F.threshold_metrics(y, s, t)['f1'] for t in grid]
+    cost = [100*F.threshold_metrics(y, s, t)['fn'] + 5*F.threshold_metrics(y, s, t)['fp'] for t in grid]
+    assert F.threshold_metrics(y, s, F.pick_threshold(y, s))['f1'] == pytest.approx(max(f1))
+    t = F.pick_threshold(y, s, 'cost', 100, 5)
+    assert 100*F.threshold_metrics(y, s, t)['fn'] + 5*F.threshold_metrics(y, s, t)['fp'] == pytest.approx(min(cost))
+    with pytest.raises(ValueError): F.pick_threshold(np.zeros(5), np.ones(5))
+    with pytest.raises(ValueError): F.pick_threshold(y, s, 'accuracy')
+
+
+def test_make_pipeline_bad_input():
+    with pytest.raises(ValueError, match='Unknown method'): F.make_pipeline('adasyn')
+    with pytest.raises(ValueError, match='pos_weight'): F.make_pipeline('weighted')
+    d = small_data(3000, 0.05)
+    p = F.fit_method('weighted', d.X, d.y, xgb_params=TINY)
+    assert p.steps[-1][1].get_params()['scale_pos_weight'] == pytest.approx(19, rel=0.01)
+
+
+def test_cv_summary_interval_contains_mean():
+    cv = pd.DataFrame(dict(fold=np.repeat(np.arange(4), 2), method=['a', 'b']*4, n_train=80, n_test=20,
+                           ap=[.5, .6, .55, .62, .52, .58, .57, .61], cost_per_1000=np.arange(8.)))
+    s = F.cv_summary(cv, metrics=('ap', 'cost_per_1000'))
+    assert (s.ap_lo <= s.ap_mean).all() and (s.ap_mean <= s.ap_hi).all() and (s.ap_hi <= 1).all()
+    with pytest.raises(ValueError): F.cv_summary(cv[cv.fold == 0], metrics=('ap',))
+
+
+# --- the study runner --------------------------------------------------------------------------------------------
+
+def test_runner_quick_under_two_minutes_and_json_holds_the_table(tmp_path):
+    t0 = time.perf_counter()
+    res = get_study('fraud-resampling').run('quick', seed=0)
+    wall = time.perf_counter() - t0
+    assert wall < 120, f'quick profile took {wall:.0f} s'
+    assert isinstance(res, Results) and res.profile == 'quick' and res.paper == F.PAPER
+    back = json.loads(res.save(tmp_path/'fraud.json').read_text())
+    kinds = {r['table'] for r in back['table']}
+    assert kinds == {'paper_vs_ours', 'methods'}
+    methods = [r for r in back['table'] if r['table'] == 'methods']
+    assert {'baseline', 'smote', 'under', 'weighted'} <= {r['method'] for r in methods}
+    assert all(0 <= r['ap'] <= 1 and r['cv_ap_lo'] <= r['cv_ap_mean'] <= r['cv_ap_hi'] for r in methods)
+    cc = back['config']['creditcard_available']
+    assert all((k in back['metrics']) == cc for k in F.PAPER) # paper keys are filled only from the real creditcard.csv
+    if not cc:
+        assert F.SIMULATED in back['data']['name'] and back['data']['source'] == 'synthetic'
+        assert any(F.SIMULATED in r['dataset'] for r in methods)
+        paper_rows = [r for r in back['table'] if r['table'] == 'paper_vs_ours']
+        assert len(paper_rows) == len(F.PAPER) and all(r['creditcard.csv (real)'] == 'not available' for r in paper_rows)

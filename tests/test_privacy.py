@@ -1,0 +1,168 @@
+"Tests of robustml.privacy (chapter 6): diffprivlib compatibility, reproducibility, utility and the attack."
+import json, math, os, subprocess, sys, textwrap, warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import robustml.privacy as P
+
+
+@pytest.fixture(scope='module')
+def iris():
+    X, y, *_ = P.load_iris_data()
+    return X, y
+
+
+def test_diffprivlib_imports_with_pinned_sklearn():
+    import diffprivlib, sklearn
+    from diffprivlib.models import LogisticRegression  # the import itself fails with scikit-learn 1.9
+    major, minor = map(int, sklearn.__version__.split('.')[:2])
+    assert (major, minor) < (1, 9), f"diffprivlib 0.6.6 does not import with scikit-learn {sklearn.__version__}"
+    assert diffprivlib.__version__ == '0.6.6'
+    v = P.dp_versions()
+    assert v['diffprivlib'] == '0.6.6' and v['scikit-learn'] == sklearn.__version__
+
+
+def test_our_estimator_is_diffprivlibs(iris):
+    "Where diffprivlib's own class constructs, ours gives identical coefficients; where it cannot (sklearn 1.8), say why."
+    from diffprivlib.models import LogisticRegression
+    from diffprivlib.accountant import BudgetAccountant
+    X, y = iris
+    acct = BudgetAccountant()
+    ours = P.DPLogisticRegression(epsilon=2.0, data_norm=10.0, random_state=3, accountant=acct).fit(X, y)
+    assert acct.total()[0] == 2.0 and ours.coef_.shape == (3, 4)
+    assert np.allclose(ours.predict_proba(X).sum(1), 1.0)
+    assert (ours.predict_proba(X).argmax(1) == ours.predict(X)).all()
+    try:
+        theirs = LogisticRegression(epsilon=2.0, data_norm=10.0, random_state=3, accountant=BudgetAccountant()).fit(X, y)
+    except TypeError as e:  # scikit-learn >= 1.8 removed `multi_class`, which diffprivlib 0.6.6 still passes
+        assert 'multi_class' in str(e) and not P._SK_MULTI_CLASS
+    else:
+        np.testing.assert_array_equal(ours.coef_, theirs.coef_)
+        np.testing.assert_array_equal(ours.intercept_, theirs.intercept_)
+
+
+def test_sweep_reproducible_with_seed(iris):
+    X, y = iris
+    a = P.iris_sweep(X, y, [0.1, 3.0], n_seeds=3, seed=11)
+    b = P.iris_sweep(X, y, [0.1, 3.0], n_seeds=3, seed=11)
+    pd.testing.assert_frame_equal(a, b)
+    c = P.iris_sweep(X, y, [0.1, 3.0], n_seeds=3, seed=12)
+    assert not a.accuracy.equals(c.accuracy)
+    assert len(a) == 2 * 3 * 2 and set(a.task) == {'binary', '3-class'}
+    # parallel workers give the same numbers as one process
+    d = P.iris_sweep(X, y, [0.1, 3.0], n_seeds=3, seed=11, n_jobs=2)
+    pd.testing.assert_frame_equal(a, d)
+
+
+def test_large_epsilon_approaches_nonprivate(iris):
+    """Measured (seed 0, 20 trials): binary is 1.000 private (eps=100) and 1.000 non-private; 3-class at eps=1000 is
+    within ~0.02 of non-private (both ~0.93), while eps=0.01 is near chance (~0.35-0.5). Tolerance 0.05 for 3-class
+    (~3 standard errors of a 20-trial mean) and 0.02 for binary."""
+    X, y = iris
+    df = P.iris_sweep(X, y, [0.01, 100.0, 1000.0], n_seeds=20, seed=0)
+    s = df.groupby(['task', 'epsilon']).accuracy.mean()
+    np_acc = df.groupby('task').nonprivate.mean()
+    assert s['binary', 100.0] >= np_acc['binary'] - 0.02
+    assert abs(s['3-class', 1000.0] - np_acc['3-class']) <= 0.05
+    assert s['3-class', 0.01] < np_acc['3-class'] - 0.3  # and small epsilon does cost accuracy
+
+
+def test_attack_advantage_nonprivate_exceeds_strongly_private():
+    """Measured (20 trials, 100 members): non-private advantage ~0.21 (sd ~0.07, s.e. ~0.015), eps=0.1 ~0.01 (sd ~0.05).
+    We require a gap of at least 0.1: about 5 standard errors of the difference below the measured gap of ~0.2."""
+    Xd, yd, info = P.load_digits_parity()
+    assert info.source == 'real' and Xd.shape == (1797, 64) and np.abs(Xd).max() <= 1
+    df = P.mia_sweep(Xd, yd, [0.1], n_seeds=20, seed=0)
+    adv = df.groupby('private').advantage.mean()
+    assert adv[False] > adv[True] + 0.1, adv
+    assert abs(adv[True]) < 0.08  # a strongly private model leaks (almost) nothing to this attack
+    assert (df[~df.private].train_accuracy == 1.0).mean() > 0.9  # the non-private model memorises its training set
+
+
+def test_membership_advantage_unbiased_and_bounds():
+    rng = np.random.default_rng(0)
+    null = [P.membership_advantage(rng.normal(size=60), rng.normal(size=60), seed=k)['advantage'] for k in range(200)]
+    assert abs(np.mean(null)) < 0.02  # held-out thresholds: no positive bias under the null
+    assert P.membership_advantage(np.zeros(20), np.ones(20))['advantage'] == 1.0
+    assert P.membership_advantage(np.zeros(20), np.ones(20))['auc'] == 1.0
+    b = P.dp_advantage_bound([0.0, 1.0, 100.0])
+    assert b[0] == 0 and math.isclose(b[1], (math.e - 1) / (math.e + 1)) and b[2] <= 1
+    with pytest.raises(ValueError): P.membership_advantage([1., 2.], [1., 2.])
+
+
+def test_paper_numbers_explained(iris):
+    "The re-created 0.6.5 objective gives the paper's 42% (one-class) at eps=10 and ~84% at eps=60; 0.6.6 gives ~100%."
+    X, y = iris
+    df = P.paper_setting(X, y, n_draws=30, seed=0)
+    s = P.summarise_paper_setting(df)
+    leg, cur = s.loc['0.6.5 objective (re-created)'], s.loc['diffprivlib 0.6.6']
+    assert math.isclose(leg.loc[10.0, 'median acc'], 19 / 45) and leg.loc[10.0, 'one-class share'] > 0.7
+    assert 0.75 <= leg.loc[60.0, 'mean acc'] <= 0.95
+    assert cur['mean acc'].min() >= 0.97
+    assert (df.budget_spent == 70.0).all()
+    Xtr, Xte, ytr, yte = P.paper_split(X, y)
+    assert int(yte.sum()) == 19 and len(yte) == 45
+    f = P.row_norm_facts(Xtr, 2.0)
+    assert round(f['max_row_norm'], 2) == 3.61 and f['rows_clipped'] > 0
+    assert P.nonprivate_paper_accuracy(X, y) == 1.0
+
+
+@pytest.mark.skipif(not os.environ.get('ROBUSTML_DIFFPRIVLIB065'),
+                    reason='set ROBUSTML_DIFFPRIVLIB065 to an unpacked diffprivlib 0.6.5 wheel to run this cross-check')
+def test_legacy_matches_065_wheel(iris, tmp_path):
+    X, y = iris
+    Xtr, _, ytr, _ = P.paper_split(X, y)
+    np.savez(tmp_path / 'd.npz', X=Xtr, y=ytr)
+    code = textwrap.dedent(f"""
+        import sys, json, numpy as np
+        sys.path.insert(0, {os.environ['ROBUSTML_DIFFPRIVLIB065']!r})
+        import diffprivlib; assert diffprivlib.__version__ == '0.6.5'
+        from diffprivlib.models.logistic_regression import _logistic_regression_path
+        from diffprivlib.validation import clip_to_norm
+        from diffprivlib.utils import check_random_state
+        d = np.load({str(tmp_path / 'd.npz')!r})
+        out = {{f'{{e}}-{{s}}': _logistic_regression_path(clip_to_norm(d['X'], 2.0), d['y'], epsilon=e, data_norm=2.0,
+                pos_class=1, Cs=[1.0], random_state=check_random_state(s), check_input=False)[0][0].tolist()
+                for e in (10.0, 60.0) for s in range(3)}}
+        print(json.dumps(out))""")
+    ref = json.loads(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout)
+    for k, v in ref.items():
+        e, s = k.split('-')
+        c, b = P.legacy065_fit(Xtr, ytr, float(e), 2.0, random_state=int(s))
+        np.testing.assert_array_equal(np.r_[c, b], np.array(v))
+
+
+def test_public_scaling_and_bad_input(iris):
+    X, y = iris
+    Z = P.public_scale(X, *P.IRIS_BOUNDS)
+    assert Z.shape == X.shape and np.linalg.norm(Z, axis=1).max() <= P.public_data_norm(4) == 2.0
+    # the scaler uses no statistic of the data: one row's value does not change any other row's scaled value
+    X2 = X.copy(); X2[0] = [7.9, 4.4, 6.9, 2.5]
+    np.testing.assert_array_equal(P.public_scale(X2, *P.IRIS_BOUNDS)[1:], Z[1:])
+    with pytest.raises(ValueError): P.public_scale(X, 1.0, 0.0)
+    with pytest.raises(ValueError): P.iris_trial(X, y, 'ternary', [1.0], 0)
+    with pytest.raises(ValueError): P.legacy065_fit(X, y, 1.0, 2.0)  # 3 classes
+    with pytest.raises(ValueError): P.iris_sweep(X, y, [1.0], n_seeds=0)
+    with pytest.raises(ValueError): P.laplace_releases(0.0, 1.0, 0)
+    Xd, yd, _ = P.load_digits_parity()
+    with pytest.raises(ValueError): P.mia_trial(Xd, yd, [1.0], 0, n_members=1000)
+
+
+def test_study_registered_and_quick_run():
+    from robustml.core import get_study
+    st = get_study('iris-dp')
+    assert st.runner is P.run_iris_dp and st.paper['eps10_acc'] == 0.42
+    res = st.run('quick', seed=0)
+    m = res.metrics
+    assert res.profile == 'quick' and res.data.source == 'real' and res.config['dp_versions']['diffprivlib'] == '0.6.6'
+    assert m['nonprivate_acc'] == 1.0 and math.isclose(m['one_class_acc'], 19 / 45)
+    assert math.isclose(m['legacy065_eps10_acc'], 19 / 45)
+    assert m['eps10_acc'] > 0.95 and m['eps60_acc'] > 0.95
+    assert m['attack_adv_nonprivate'] > m['attack_adv_eps0.1']
+    cmp = res.comparison()
+    assert set(cmp.index) == set(P.PAPER) and cmp.ours.notna().all()
+    assert len(res.table) >= 10 and all({'quantity', 'paper', 'ours'} <= set(r) for r in res.table)
+    json.dumps(res.to_dict())  # serialisable
