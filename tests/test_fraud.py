@@ -66,6 +66,14 @@ def test_load_transactions_prefers_real_file(monkeypatch, tmp_path):
     assert d.key == 'creditcard' and d.real and len(d.y) == 10_000 and abs(d.y.sum() - 10_000*fake.Class.mean()) <= 1
 
 
+def test_mammography_fallback_is_labelled(monkeypatch):
+    from robustml import data
+    monkeypatch.setattr(data, 'use_real', lambda name, profile=None: False)
+    d = F.load_mammography_data('quick')
+    assert d.key == 'mammography-synthetic' and not d.real and 'SYNTHETIC' in d.label and 'SYNTHETIC' in str(d.info)
+    assert 0.01 < d.y.mean() < 0.05 and d.X.shape[1] == 6
+
+
 # --- leakage: no pipeline ever sees a test (or validation) row while fitting --------------------------------------
 
 def test_holdout_never_fits_on_test_or_validation_rows():
@@ -158,10 +166,13 @@ def test_cv_summary_interval_contains_mean():
 # --- the study runner --------------------------------------------------------------------------------------------
 
 def test_runner_quick_under_two_minutes_and_json_holds_the_table(tmp_path):
-    t0 = time.perf_counter()
+    # CPU seconds of this process (all threads), not wall time: the test machine's 2 cores are shared, and waiting
+    # for a core says nothing about the cost of the quick profile (about 20-30 s wall on an idle 2-core CPU)
+    t0, c0 = time.perf_counter(), time.process_time()
     res = get_study('fraud-resampling').run('quick', seed=0)
-    wall = time.perf_counter() - t0
-    assert wall < 120, f'quick profile took {wall:.0f} s'
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    assert cpu < 120, f'quick profile used {cpu:.0f} CPU seconds ({wall:.0f} s wall)'
+    assert res.timings['total'] > 0
     assert isinstance(res, Results) and res.profile == 'quick' and res.paper == F.PAPER
     back = json.loads(res.save(tmp_path/'fraud.json').read_text())
     kinds = {r['table'] for r in back['table']}

@@ -35,6 +35,15 @@ def test_our_estimator_is_diffprivlibs(iris):
     assert acct.total()[0] == 2.0 and ours.coef_.shape == (3, 4)
     assert np.allclose(ours.predict_proba(X).sum(1), 1.0)
     assert (ours.predict_proba(X).argmax(1) == ours.predict(X)).all()
+    # binary: diffprivlib's fit = clip rows to data_norm, then its `_logistic_regression_path` with the same RandomState
+    from diffprivlib.models.logistic_regression import _logistic_regression_path
+    from diffprivlib.validation import clip_to_norm
+    from diffprivlib.utils import check_random_state
+    yb = (y == 0).astype(int)
+    b = P.DPLogisticRegression(epsilon=1.5, data_norm=8.0, C=0.5, random_state=7, accountant=BudgetAccountant()).fit(X, yb)
+    ref, _, _ = _logistic_regression_path(clip_to_norm(X.astype(float), 8.0), yb, epsilon=1.5, data_norm=8.0, pos_class=1,
+                                          Cs=[0.5], random_state=check_random_state(7), check_input=False)
+    np.testing.assert_array_equal(np.r_[b.coef_[0], b.intercept_], ref[0])
     try:
         theirs = LogisticRegression(epsilon=2.0, data_norm=10.0, random_state=3, accountant=BudgetAccountant()).fit(X, y)
     except TypeError as e:  # scikit-learn >= 1.8 removed `multi_class`, which diffprivlib 0.6.6 still passes

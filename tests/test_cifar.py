@@ -1,0 +1,174 @@
+"Tests of robustml.cifar (chapter 1): the seed's model and faithful-but-wrong FGSM, the seed's loop, profiles, data, the runner."
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robustml import cifar, data as rdata
+from robustml.attacks import Normalize, fgsm
+from robustml.core import Results, get_study
+
+
+def test_seed_cnn_shapes_and_widths():
+    net = cifar.seed_cnn()
+    assert net(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+    # the seed's layer sizes: 4 conv blocks 64-128-256-512, then 2048-1024-512-10
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512]
+    lins = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in lins] == [(2048, 1024), (1024, 512), (512, 10)]
+    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in net) == 2
+    small = cifar.seed_cnn(0.25)
+    assert [c.out_channels for c in small if isinstance(c, torch.nn.Conv2d)] == [16, 32, 64, 128]
+    with pytest.raises(ValueError): cifar.seed_cnn(0)
+    with pytest.raises(ValueError): cifar.seed_cnn(-1.)
+
+
+def test_pixel_model_equals_seed_network_on_normalised_inputs():
+    torch.manual_seed(0)
+    net = cifar.seed_cnn(0.125).eval()
+    m = cifar.pixel_model(net)
+    assert isinstance(m[0], Normalize) and m[1] is net
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.allclose(m(x), net(cifar.normalise(x)), atol=1e-5)
+    assert torch.allclose(cifar.denormalise(cifar.normalise(x)), x, atol=1e-6)
+
+
+def test_seed_fgsm_is_faithful_including_the_clamp_defect():
+    torch.manual_seed(0)
+    net = cifar.seed_cnn(0.125).eval()
+    x = torch.rand(16, 3, 32, 32); y = torch.randint(0, 10, (16,))
+    xn = cifar.normalise(x)
+    xa = cifar.seed_fgsm(net, xn, y, 0.1)
+    assert xa.min() >= 0 and xa.max() <= 1                     # clamped in *normalised* space
+    assert not xa.requires_grad and torch.equal(xn, cifar.normalise(x))   # input untouched
+    # eps = 0: only the clamp remains, and it already moves the image
+    x0 = cifar.seed_fgsm(net, xn, y, 0.)
+    assert torch.equal(x0, xn.clamp(0, 1))
+    assert (cifar.denormalise(x0) - x).abs().max() > 0.1
+    # away from the clamp the step is exactly eps in normalised units
+    inside = (xn > 0.2) & (xn < 0.8)
+    step = (xa - xn)[inside].abs()
+    assert ((step - 0.1).abs() < 1e-5).float().mean() > 0.99
+    with pytest.raises(ValueError): cifar.seed_fgsm(net, xn, y, -0.1)
+
+
+def test_seed_attack_needs_pixel_model_and_matches_seed_fgsm():
+    torch.manual_seed(0)
+    net = cifar.seed_cnn(0.125)
+    m = cifar.pixel_model(net).train()
+    x = torch.rand(8, 3, 32, 32); y = torch.randint(0, 10, (8,))
+    xa = cifar.seed_attack(m, x, y)
+    assert m.training                                           # mode restored
+    with torch.no_grad():
+        ref = cifar.seed_fgsm(net.eval(), cifar.normalise(x), y)
+        assert torch.allclose(m.eval()(xa), net(ref), atol=1e-4)
+    # the seed's example leaves the pixel range or sits at the channel mean: no pixel is darker than the mean
+    mean = torch.tensor(cifar.CIFAR_MEAN).view(1, 3, 1, 1)
+    assert bool((xa >= mean - 1e-5).all())
+    with pytest.raises(ValueError): cifar.seed_attack(net, x, y)
+
+
+def test_effective_eps_is_about_5_over_255():
+    per_channel = [cifar.SEED_EPS * s * 255 for s in cifar.CIFAR_STD]
+    assert all(5 <= v <= 5.2 for v in per_channel)
+    assert cifar.EPS5 == 5 / 255 and cifar.EPS8 == 8 / 255
+
+
+def test_seed_adv_train_mode_bug_and_switches():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8); y = torch.randint(0, 10, (96,))
+    m = cifar.pixel_model(cifar.seed_cnn(0.125))
+    calls = []
+    h = cifar.seed_adv_train(m, (x, y), epochs=3, batch_size=32, step_size=1, monitor=lambda mm: calls.append(mm.training) or {'v': len(calls)},
+                             progress_bar=False)
+    assert h.mode == ['train', 'eval', 'eval']                 # the seed's bug
+    assert calls == [False, False, False] and len(h.states) == 3 and len(h.time) == 3
+    assert cifar.select_epoch(h, 'v') == 2
+    with pytest.raises(ValueError): cifar.select_epoch(h, 'nope')
+    assert h.lr == pytest.approx([1e-4, 1e-5, 1e-6])            # StepLR(1, 0.1)
+    h2 = cifar.seed_adv_train(cifar.pixel_model(cifar.seed_cnn(0.125)), (x, y), epochs=2, batch_size=32, space='pixel',
+                              mode_bug=False, progress_bar=False)
+    assert h2.mode == ['train', 'train']
+    assert all(np.isfinite(h2.train_loss))
+    for bad in (dict(space='rgb'), dict(epochs=0), dict(clean_weight=1.5)):
+        kw = dict(epochs=1, progress_bar=False); kw.update(bad)
+        with pytest.raises(ValueError): cifar.seed_adv_train(cifar.pixel_model(cifar.seed_cnn(0.125)), (x, y), **kw)
+    with pytest.raises(ValueError): cifar.seed_adv_train(cifar.seed_cnn(0.125), (x, y), epochs=1)
+
+
+def test_profiles():
+    q, c, p = (cifar.cifar_config(n) for n in ('quick', 'course', 'paper'))
+    assert q.n_train < c.n_train < p.n_train and p.width == 1 and p.batch_size == 64
+    assert p.epochs_std == 10 and p.epochs_adv == 10 and p.step_size == 5     # the seed's settings
+    for cfg in (q, c, p):
+        assert cfg.n_strong <= cfg.n_pgd <= cfg.n_test and cfg.n_guard <= cfg.n_val
+    assert 'SCALED-DOWN' in cifar.describe_config(c) and 'SCALED-DOWN' not in cifar.describe_config(p)
+    with pytest.raises(ValueError): cifar.cifar_config('huge')
+
+
+def test_data_synthetic_fallback_and_unavailable(data_env):
+    d = cifar.load_chapter_data(cifar.cifar_config('quick'))
+    assert d.info.source == 'synthetic' and 'synthetic' in str(d.info).lower()
+    assert len(d.y_train) == cifar.cifar_config('quick').n_train and d.x_train.dtype == torch.uint8
+    with pytest.raises(rdata.DataUnavailable): cifar.load_chapter_data(cifar.cifar_config('course'))
+
+
+def test_data_real_splits_are_disjoint(shared_data):
+    cfg = cifar.cifar_config('quick')
+    d = cifar.load_chapter_data(cfg)
+    assert d.info.source == 'real' and 'JPEG' in d.info.notes
+    tr = {bytes(a) for a in d.x_train.numpy().reshape(len(d.x_train), -1)}
+    va = {bytes(a) for a in d.x_val.numpy().reshape(len(d.x_val), -1)}
+    assert not tr & va                                          # validation held out of the training split
+    assert np.bincount(d.y_test.numpy(), minlength=10).min() == cfg.n_test // 10    # stratified test subset
+
+
+def test_evaluate_and_summarise():
+    torch.manual_seed(0)
+    cfg = cifar.cifar_config('quick')
+    x, y = rdata.synthetic_images(64, seed=3)
+    d = cifar.CifarData(*(torch.from_numpy(a) for a in (x, y, x, y, x, y)), info=None)
+    cfg.n_test, cfg.n_pgd, cfg.n_strong = 64, 16, 8
+    m = cifar.pixel_model(cifar.seed_cnn(0.125)).eval()
+    ok = cifar.evaluate_model(m, d, cfg, strong=True)
+    assert set(ok) == set(cifar.COLUMNS)
+    assert len(ok['clean']) == 64 and len(ok['pgd20_5']) == 16 and len(ok['pgd50_8']) == 8
+    # FGSM in the table is robustml.attacks.fgsm, per image
+    xs = torch.from_numpy(x).float() / 255
+    with torch.no_grad(): ref = m(fgsm(m, xs, torch.from_numpy(y), cifar.EPS8)).argmax(1) == torch.from_numpy(y)
+    assert torch.equal(ok['fgsm8'], ref)
+    s = cifar.summarise(ok, n_boot=100)
+    for k in cifar.COLUMNS: assert s[k + '_ci'][0] <= s[k] <= s[k + '_ci'][1] and 0 <= s[k] <= 100
+
+
+def test_clamp_effect():
+    x = torch.zeros(1, 3, 4, 4)                                 # black: every value darker than the mean
+    e = cifar.clamp_effect(x)
+    assert e['below_mean'] == 1 and e['changed'] == 1 and e['mean_abs_change_255'] == pytest.approx(255 * np.mean(cifar.CIFAR_MEAN), rel=1e-4)
+
+
+def test_runner_quick_synthetic(data_env, tmp_path):
+    study = get_study('cifar-fgsm')
+    assert study.paper == cifar.PAPER
+    res = study.run('quick', seed=0)
+    assert isinstance(res, Results) and res.profile == 'quick' and res.data.source == 'synthetic'
+    m = res.metrics
+    # every number of the results table is in the metrics: paper rows, faithful, corrected, best; both eps; CIs; time
+    for row in ('standard', 'faithful', 'fix1_pixel', 'fix2_mode', 'corrected', 'fast_fgsm', 'fast_fgsm_aug', 'pgd_train',
+                'co_collapsed', 'co_guarded', 'best'):
+        for col in ('clean', 'seed_fgsm', 'fgsm5', 'pgd20_5', 'fgsm8', 'pgd20_8'):
+            assert 0 <= m[f'{row}_{col}'] <= 100, (row, col)
+            lo, hi = m[f'{row}_{col}_ci']; assert lo <= m[f'{row}_{col}'] <= hi
+        assert m[f'{row}_train_s'] > 0
+    for row in ('corrected', 'best'):
+        for col in ('pgd50_5', 'pgd50_8'): assert 0 <= m[f'{row}_{col}'] <= 100
+    assert m['best_recipe'] in ('fast_fgsm', 'fast_fgsm_aug', 'pgd_train')
+    assert m['faithful_modes'] == ['train', 'eval'] and m['fix2_mode_modes'] == ['train', 'train']
+    assert 'time_to_target_ratio_robust' in m and 'co_guard_fired' in m
+    assert res.comparison().loc['faithful_clean', 'paper'] == 77.98
+    assert [r['row'] for r in res.table][:2] == ['paper: standard', 'paper: adversarially trained']
+    assert res.table[-1]['row'].startswith('best recipe')
+    back = Results.load(res.save(tmp_path/'cifar.json'))
+    assert back.metrics == json.loads(json.dumps(res.to_dict()))['metrics']
