@@ -13,7 +13,7 @@ from robustml.data import DataUnavailable
 
 @pytest.fixture(scope='module')
 def small():
-    "A few short synthetic records, padded to 2,400 samples, and a small seeded ECGNet briefly trained on them."
+    "A few short synthetic records (some padded) at 2,400 samples and a small seeded, untrained ECGNet."
     rec = ecg.synthetic_ecg(24, length=2400, min_length=1200, seed=5)
     x, m = ecg.pad_records(rec.signals, 2400)
     y = torch.as_tensor(rec.labels)
@@ -26,8 +26,9 @@ def small():
 def attacked(small):
     x, m, y, model = small
     torch.manual_seed(0)
-    xp, rps_p = ecg.attack_batches(model, x, y, m, 'pgd')
-    xs, rps_s = ecg.attack_batches(model, x, y, m, 'smooth', init=xp)
+    with ecg.torch_threads(1):  # one thread: much faster on a shared CPU (see the chapter)
+        xp, rps_p = ecg.attack_batches(model, x, y, m, 'pgd')
+        xs, rps_s = ecg.attack_batches(model, x, y, m, 'smooth', init=xp)
     return xp, xs, rps_p, rps_s
 
 
