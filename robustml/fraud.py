@@ -459,7 +459,7 @@ def evaluate_split(d: FraudData, # A dataset
     X, y = d.X, d.y
     yv, yt = y[val_idx], y[test_idx]
     rows, scores = [], {}
-    for m in progress(methods, desc=desc):
+    for m in (methods if desc is None else progress(methods, desc=desc)):
         t0 = time.perf_counter()
         pipe = fit_method(m, X.iloc[fit_idx], y[fit_idx], xgb_params, seed, scaler=scaler)
         fit_s = time.perf_counter() - t0
