@@ -207,6 +207,7 @@ def pgd(model: nn.Module, # Classifier that takes inputs in input units
     if not isinstance(restarts, int) or restarts < 1: raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
     eps, alpha = float(eps), float(alpha)
     if eps == 0: return x.detach().clone()
+    if not random_start: restarts = 1  # without a random start every restart would be the same run
     dev0 = x.device
     x, y, m = _prepare(model, x, y, mask)
     b = _as_bounds(bounds, x)

@@ -1349,11 +1349,12 @@ def decode_image(b: bytes, # Encoded image (JPEG, PNG, ...)
     return np.asarray(im)
 
 _DECODE_JOB: list = []  # blobs shared with forked worker processes
+_DECODE_OUT: np.ndarray|None = None  # where workers write pixels (shared memory when forked)
 
-def _decode_range(bounds: tuple[int, int]) -> np.ndarray:
-    "Decode `_DECODE_JOB[a:b]` (run in a worker process or inline)."
+def _decode_range(bounds: tuple[int, int]) -> None:
+    "Decode `_DECODE_JOB[a:b]` into `_DECODE_OUT[a:b]` (run in a worker process or inline)."
     a, b = bounds
-    return np.stack([decode_image(x) for x in _DECODE_JOB[a:b]]) if b > a else np.empty((0, 32, 32, 3), np.uint8)
+    for i in range(a, b): _DECODE_OUT[i] = decode_image(_DECODE_JOB[i])
 
 def _cpus() -> int:
     "CPU cores this process may use."
@@ -1363,24 +1364,28 @@ def _cpus() -> int:
 def decode_images(blobs: list[bytes], # Encoded 32x32 images
                   workers: int|None=None, # Processes to use (default: up to 2, by the cores available)
                  ) -> np.ndarray: # uint8 (N, 32, 32, 3)
-    "Decode many small images, in forked worker processes when it pays off (falls back to one process)."
-    global _DECODE_JOB
+    "Decode many small images; forked workers write straight into shared memory (falls back to one process)."
+    global _DECODE_JOB, _DECODE_OUT
     workers = min(2, _cpus()) if workers is None else max(1, int(workers))
+    n = len(blobs)
     _DECODE_JOB = blobs
     try:
-        n = len(blobs)
         if workers > 1 and n >= 4000 and hasattr(os, 'fork'):
-            import multiprocessing as mp
+            import mmap, multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
+            shared = mmap.mmap(-1, n*32*32*3)  # anonymous shared mapping: children inherit it through fork
+            _DECODE_OUT = np.frombuffer(shared, np.uint8).reshape(n, 32, 32, 3)
             step = -(-n // (workers*4))
-            parts = [(a, min(a+step, n)) for a in range(0, n, step)]
             try:
                 with ProcessPoolExecutor(workers, mp_context=mp.get_context('fork')) as ex:
-                    return np.concatenate(list(ex.map(_decode_range, parts)))
+                    list(ex.map(_decode_range, [(a, min(a + step, n)) for a in range(0, n, step)]))
+                return _DECODE_OUT.copy()
             except (OSError, RuntimeError, AssertionError) as e:  # no fork allowed (daemon process), broken pool: decode here
                 import warnings; warnings.warn(f"parallel decoding failed ({e}); decoding in one process")
-        return _decode_range((0, n))
-    finally: _DECODE_JOB = []
+        _DECODE_OUT = np.empty((n, 32, 32, 3), np.uint8)
+        _decode_range((0, n))
+        return _DECODE_OUT
+    finally: _DECODE_JOB, _DECODE_OUT = [], None
 
 # %% ../nbs/01_data.ipynb #211029bf
 _TREE_RE = re.compile(r'(?:^|/)(train|test)/([^/]+)/([^/]+)\.(jpe?g|png)$', re.I)
