@@ -6,8 +6,18 @@
 from __future__ import annotations
 import os
 # XGBoost's OpenMP threads busy-wait by default; on a small shared CPU that makes 2 threads ~8x slower than 1.
-# Letting idle threads sleep must be decided before the OpenMP runtime loads, i.e. before `import xgboost`.
+# Letting idle threads sleep must be decided before an OpenMP runtime loads (torch loads one too). If one is already
+# loaded with the default policy (e.g. torch was imported first), XGBoost runs single-threaded, which is then faster;
+# set OMP_WAIT_POLICY=PASSIVE in the environment to get all cores in that case.
+def _openmp_loaded() -> bool:
+    "True when an OpenMP runtime (libgomp) is already mapped into this process (Linux; False elsewhere)."
+    try:
+        with open('/proc/self/maps') as f: return 'libgomp' in f.read()
+    except OSError: return False
+
+_LATE_OMP = 'OMP_WAIT_POLICY' not in os.environ and _openmp_loaded()
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+XGB_THREADS = 1 if _LATE_OMP else -1 # XGBoost threads when `n_jobs` is not given (-1 = all cores)
 import dataclasses, math, time, warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -29,14 +39,14 @@ from xgboost import XGBClassifier
 from .core import DataInfo, Results, by_profile, get_profile, progress, register_study, set_seed, timed
 
 # %% auto #0
-__all__ = ['DAY', 'N_TRANSACTIONS', 'N_FRAUDS', 'SIMULATED', 'METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER', 'FIT_LOG',
-           'simulate_transactions', 'FraudData', 'load_transactions', 'load_mammography_data', 'load_chapter_data',
-           'subset', 'chapter_config', 'threshold_metrics', 'dummy_baseline', 'xgb_classifier', 'make_pipeline',
-           'fit_method', 'positive_scores', 'methods_for', 'seed_protocol', 'seed_table', 'scaler_leak_effect',
-           'smote_before_split', 'row_hashes', 'seen_rows', 'RecordingScaler', 'pick_threshold', 'cost_curve',
-           'split_indices', 'evaluate_split', 'Holdout', 'holdout_eval', 'plot_pr_curves', 'plot_confusions', 'cv_eval',
-           'cv_summary', 'operating_point_view', 'hessian_check', 'plot_cost_curves', 'comparison_table', 'verdict',
-           'analyse', 'make_results', 'run_fraud_resampling']
+__all__ = ['XGB_THREADS', 'DAY', 'N_TRANSACTIONS', 'N_FRAUDS', 'SIMULATED', 'METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER',
+           'FIT_LOG', 'simulate_transactions', 'FraudData', 'load_transactions', 'load_mammography_data',
+           'load_chapter_data', 'subset', 'chapter_config', 'threshold_metrics', 'dummy_baseline', 'xgb_classifier',
+           'make_pipeline', 'fit_method', 'positive_scores', 'methods_for', 'seed_protocol', 'seed_table',
+           'scaler_leak_effect', 'smote_before_split', 'row_hashes', 'seen_rows', 'RecordingScaler', 'pick_threshold',
+           'cost_curve', 'split_indices', 'evaluate_split', 'Holdout', 'holdout_eval', 'plot_pr_curves',
+           'plot_confusions', 'cv_eval', 'cv_summary', 'operating_point_view', 'hessian_check', 'plot_cost_curves',
+           'comparison_table', 'verdict', 'analyse', 'make_results', 'run_fraud_resampling']
 
 # %% ../nbs/50_fraud.ipynb #38038ed6
 DAY = 86_400 # Seconds in a day
@@ -226,9 +236,10 @@ LARGE_METHODS = ('baseline', 'weighted', 'smote', 'borderline', 'smote_under', '
 
 def xgb_classifier(seed: int=0, # Seed
                    eval_metric: str='aucpr', # A *binary* metric (the seed used the multi-class `mlogloss`)
-                   n_jobs: int=-1, # Threads (-1 = all cores)
+                   n_jobs: int|None=None, # Threads (-1 = all cores); default `XGB_THREADS`
                    **params) -> XGBClassifier:
     "XGBoost with the `hist` tree method; `params` override the tree settings."
+    n_jobs = XGB_THREADS if n_jobs is None else n_jobs
     return XGBClassifier(tree_method='hist', eval_metric=eval_metric, n_jobs=n_jobs, random_state=seed, **params)
 
 def make_pipeline(method: str, # A key of `METHODS`

@@ -187,3 +187,17 @@ def test_runner_quick_under_two_minutes_and_json_holds_the_table(tmp_path):
         assert any(F.SIMULATED in r['dataset'] for r in methods)
         paper_rows = [r for r in back['table'] if r['table'] == 'paper_vs_ours']
         assert len(paper_rows) == len(F.PAPER) and all(r['creditcard.csv (real)'] == 'not available' for r in paper_rows)
+
+
+def test_xgboost_threads_follow_the_openmp_state():
+    "All cores normally; one thread when a busy-waiting OpenMP runtime was loaded first (e.g. by torch), unless PASSIVE is set."
+    import os, subprocess, sys
+    code = "import sys; {pre}; import robustml.fraud as F; print(F.XGB_THREADS, F._LATE_OMP)"
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    run = lambda pre, **extra: subprocess.run([sys.executable, '-c', code.format(pre=pre)], env={**env, **extra},
+                                              capture_output=True, text=True, check=True).stdout.split()
+    assert run('pass') == ['-1', 'False']
+    assert run('import torch', OMP_WAIT_POLICY='PASSIVE') == ['-1', 'False']
+    late = run('import torch')
+    if late[1] == 'True': assert late[0] == '1'
+    else: assert late[0] == '-1' # this platform's torch maps no libgomp
