@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ['PROFILES', 'STUDIES', 'STUDY_MODULES', 'get_profile', 'by_profile', 'set_seed', 'get_device', 'progress', 'versions',
            'DataInfo', 'Results', 'timed', 'Study', 'register_study', 'load_studies', 'get_study']
 
-# %% ../nbs/00_core.ipynb #c4645e0c
+# %% ../nbs/00_core.ipynb #0bd7b3c9
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 # %% ../nbs/00_core.ipynb #ef64f3a7
