@@ -17,7 +17,7 @@ from torch import Tensor
 from .core import DataInfo, Results, get_device, get_profile, progress, register_study, set_seed
 from . import data as rdata
 from .attacks import Normalize, eval_mode, fgsm, model_device, pgd
-from .training import (AdvTrain, History, OverfitGuard, as_input, bootstrap_ci, correct, fit,
+from .training import (AdvTrain, History, OverfitGuard, as_input, bootstrap_ci, correct, cpu_state, fit,
                                random_crop_flip, robust_correct)
 
 # %% auto #0
@@ -197,9 +197,6 @@ def load_chapter_data(cfg: CifarConfig, # The profile's settings
     return CifarData(t(xtr[itr]), t(ytr[itr]).long(), t(xtr[iva]), t(ytr[iva]).long(), t(xte[ite]), t(yte[ite]).long(), info, classes)
 
 # %% ../nbs/10_cifar_fgsm.ipynb #f4a55567
-def _cpu_state(model: nn.Module) -> dict:
-    return {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
-
 def _fgsm_as_is(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
     "Pixel-space FGSM in whatever mode `model` is in (as the seed's loop did), clipped to [0, 1]."
     xx = x.detach().clone().requires_grad_(True)
@@ -273,7 +270,7 @@ def seed_adv_train(model: nn.Sequential, # A `pixel_model` (Normalize, net), e.g
         h.train_loss.append(tot / n); h.train_acc.append(ok / n); h.lr.append(opt.param_groups[0]['lr'])
         model.eval()  # the seed's per-epoch evaluation; with mode_bug nothing switches back
         h.monitor.append(monitor(model) if monitor is not None else {})
-        h.states.append(_cpu_state(model))
+        h.states.append(cpu_state(model))
     return h
 
 def select_epoch(h: SeedHistory, # A `seed_adv_train` record
@@ -334,7 +331,7 @@ class RecordingGuard(OverfitGuard):
 
     def step(self, model: nn.Module, epoch: int) -> bool:
         t0 = time.perf_counter()
-        before = _cpu_state(model)
+        before = cpu_state(model)
         fired = super().step(model, epoch)
         if fired: self.collapsed_state = before
         self.seconds.append(time.perf_counter() - t0)
@@ -407,7 +404,7 @@ class CifarChapter:
             m = self.model()
             h = fit(m, self.train, self.val, epochs=c.epochs_std, batch_size=c.batch_size, opt='adam', lr=1e-3,
                     select=None, seed=self.seed, progress=self.bar, device=self.device)
-        self.states['standard'], self.hist['standard'], self.epochs['standard'] = _cpu_state(m), h, c.epochs_std
+        self.states['standard'], self.hist['standard'], self.epochs['standard'] = cpu_state(m), h, c.epochs_std
         self.train_s['standard'] = sum(h.time)
         self.std_val = {'val_clean': h.val_acc[-1], 'val_pgd': self.guard().robust_acc(m)}
         return h
@@ -447,7 +444,7 @@ class CifarChapter:
             g = self.guard(guard_eps, drop)
             h = fit(m, self.train, self.val, epochs=epochs, batch_size=c.batch_size, opt='adam', lr=lr or c.lr_fast,
                     schedule=schedule, adv=adv, augment=augment, guard=g, seed=self.seed, progress=self.bar, device=self.device)
-        self.hist[key], self.guards[key], self.states[key] = h, g, _cpu_state(m)
+        self.hist[key], self.guards[key], self.states[key] = h, g, cpu_state(m)
         self.selected[key] = h.best_epoch
         base = self.train_s['standard'] if c.finetune else 0.
         self.train_s[key] = base + sum(h.time) - sum(g.seconds)

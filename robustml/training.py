@@ -20,9 +20,9 @@ from .core import get_device, set_seed
 from .attacks import eval_mode, fgsm, model_device, pgd
 
 # %% auto #0
-__all__ = ['as_input', 'random_crop_flip', 'predict', 'correct', 'accuracy', 'AdvTrain', 'OverfitGuard', 'History', 'save_state',
-           'load_state', 'fit', 'robust_correct', 'robust_accuracy', 'worst_case_correct', 'worst_case_accuracy',
-           'success_rate', 'bootstrap_ci', 'accuracy_vs_eps']
+__all__ = ['as_input', 'random_crop_flip', 'predict', 'correct', 'accuracy', 'AdvTrain', 'OverfitGuard', 'History', 'cpu_state',
+           'save_state', 'load_state', 'fit', 'robust_correct', 'robust_accuracy', 'worst_case_correct',
+           'worst_case_accuracy', 'success_rate', 'bootstrap_ci', 'accuracy_vs_eps']
 
 # %% ../nbs/03_training.ipynb #a4e9c2a7
 def as_input(xb: Tensor) -> Tensor:
@@ -223,7 +223,9 @@ class History:
         if title: ax.set_title(title)
         return ax
 
-def _cpu_state(model: nn.Module) -> dict:
+def cpu_state(model: nn.Module, # Model whose weights to copy
+             ) -> dict:
+    "A detached CPU copy of `model`'s state dict (a snapshot that later training steps do not change)."
     return {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
 
 def save_state(model: nn.Module|dict, # A model or a state dict
@@ -347,7 +349,7 @@ def fit(model: nn.Module, # The model to train (in place)
         score = {'val_acc': va, 'robust_acc': h.robust_acc[-1], None: ep}[select]
         if score > best and not fired:
             best, h.best_epoch = score, ep
-            h.best_state = _cpu_state(model)
+            h.best_state = cpu_state(model)
             if ckpt is not None: save_state(h.best_state, ckpt)
         h.time.append(time.perf_counter() - t0)
         if progress and hasattr(bar, 'set_postfix'):
@@ -355,7 +357,7 @@ def fit(model: nn.Module, # The model to train (in place)
         if fired:
             h.guard_fired, h.guard_epoch = True, ep
             break
-    h.last_state = _cpu_state(model)
+    h.last_state = cpu_state(model)
     if restore_best and h.best_state is not None: model.load_state_dict(h.best_state)
     model.eval()
     return h
