@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import DataInfo, Results, get_device, get_profile, progress, register_study, set_seed
+from .core import DataInfo, Results, cpu_threads, get_device, get_profile, progress, register_study, set_seed
 from . import data as rdata
 from .attacks import Normalize, eval_mode, fgsm, model_device, pgd
 from .training import (AdvTrain, History, OverfitGuard, as_input, bootstrap_ci, correct, cpu_state, fit,
@@ -24,7 +24,7 @@ from .training import (AdvTrain, History, OverfitGuard, as_input, bootstrap_ci, 
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'SEED_EPS', 'EPS5', 'EPS8', 'PAPER', 'COLUMNS', 'ROWS', 'seed_cnn', 'pixel_model',
            'n_params', 'seed_fgsm', 'normalise', 'denormalise', 'seed_attack', 'CifarConfig', 'cifar_config',
            'describe_config', 'CifarData', 'load_chapter_data', 'SeedHistory', 'seed_adv_train', 'select_epoch',
-           'fgsm_attack', 'pgd_attack', 'evaluate_model', 'summarise', 'RecordingGuard', 'cpu_threads', 'CifarChapter',
+           'fgsm_attack', 'pgd_attack', 'evaluate_model', 'summarise', 'RecordingGuard', 'CifarChapter',
            'run_cifar_fgsm', 'clamp_effect', 'plot_clamp', 'plot_adv_grid', 'plot_training', 'plot_curves',
            'plot_guard']
 
@@ -337,15 +337,6 @@ class RecordingGuard(OverfitGuard):
         self.seconds.append(time.perf_counter() - t0)
         return fired
 
-def cpu_threads() -> int:
-    "Torch threads for CPU runs: `$ROBUSTML_THREADS`, else 1 on a busy machine (load average >= cores - 0.5), else all cores."
-    env = os.environ.get('ROBUSTML_THREADS')
-    if env: return max(1, int(env))
-    n = os.cpu_count() or 1
-    try: busy = os.getloadavg()[0] >= n - 0.5
-    except OSError: busy = False
-    return 1 if busy else n
-
 ROWS = {'standard': 'standard training (seed settings)',
         'faithful': 'seed adversarial training, faithful (normalised FGSM + clamp, mode bug, test-set selection)',
         'fix1_pixel': '+ fix 1: FGSM in pixel space at 5/255',
@@ -369,7 +360,7 @@ class CifarChapter:
         self.timings, self.states, self.hist, self.guards, self.train_s = {}, {}, {}, {}, {}
         self.ok, self.summary, self.selected, self.curves, self.epochs = {}, {}, {}, {}, {}
         self.data, self.best_key, self.ttt = None, None, {}
-        if self.device.type == 'cpu': torch.set_num_threads(cpu_threads())  # small convolutions: threads fight on a shared CPU
+        if self.device.type == 'cpu': torch.set_num_threads(cpu_threads(self.cfg.profile))  # one policy: robustml.core.cpu_threads
 
     def model(self, key: str|None=None) -> nn.Sequential:
         "A fresh pixel model on the chapter's device, with the weights of run `key` (random ones when None)."

@@ -13,8 +13,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'STUDIES', 'STUDY_MODULES', 'get_profile', 'by_profile', 'set_seed', 'get_device', 'progress', 'versions',
-           'DataInfo', 'Results', 'timed', 'Study', 'register_study', 'load_studies', 'get_study']
+__all__ = ['PROFILES', 'STUDIES', 'STUDY_MODULES', 'get_profile', 'by_profile', 'set_seed', 'get_device', 'cpu_threads',
+           'set_threads', 'torch_threads', 'progress', 'versions', 'DataInfo', 'Results', 'timed', 'Study',
+           'register_study', 'load_studies', 'get_study']
 
 # %% ../nbs/00_core.ipynb #0bd7b3c9
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
@@ -68,6 +69,37 @@ def get_device(device: str|None=None, # Explicit device such as `'cpu'` or `'cud
     d = device or os.environ.get('ROBUSTML_DEVICE')
     if d: return torch.device(d)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+# %% ../nbs/00_core.ipynb #5cc6852e
+def cpu_threads(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
+               ) -> int: # Threads for PyTorch on the CPU
+    "`$ROBUSTML_THREADS`, else 1 under `quick` (tests run side by side), else every core."
+    env = os.environ.get('ROBUSTML_THREADS', '').strip()
+    if env:
+        if not env.isdigit() or int(env) < 1: raise ValueError(f"ROBUSTML_THREADS must be an integer >= 1, got {env!r}")
+        return int(env)
+    return 1 if get_profile(profile) == 'quick' else (os.cpu_count() or 1)
+
+def set_threads(n: int|None, # PyTorch CPU (intra-op) threads; None keeps the current setting
+               ) -> int: # The previous number of threads
+    "Set PyTorch's CPU threads to `n`; `$ROBUSTML_THREADS` overrides `n`."
+    import torch
+    env = os.environ.get('ROBUSTML_THREADS', '').strip()
+    if env: n = cpu_threads()
+    old = torch.get_num_threads()
+    if n is not None:
+        if not isinstance(n, int) or n < 1: raise ValueError(f"threads must be an integer >= 1, got {n!r}")
+        torch.set_num_threads(n)
+    return old
+
+@contextmanager
+def torch_threads(n: int|None, # Threads for the block (see `set_threads`)
+                 ):
+    "Run a block with `n` PyTorch CPU threads, then restore the previous setting."
+    import torch
+    old = set_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
 
 # %% ../nbs/00_core.ipynb #1ac74e39
 def progress(iterable: Iterable|None=None, # What to iterate over
@@ -208,7 +240,7 @@ class Study:
         return res
 
 STUDIES: dict[str, Study] = {}
-STUDY_MODULES = ('robustml.cifar', 'robustml.ecg', 'robustml.fraud', 'robustml.privacy')
+STUDY_MODULES = ('robustml.cifar', 'robustml.cifar_full', 'robustml.ecg', 'robustml.fraud', 'robustml.privacy')
 
 # %% ../nbs/00_core.ipynb #10aba679
 def register_study(name: str, # Name used on the command line, e.g. `cifar-fgsm`

@@ -24,9 +24,8 @@ from .training import bootstrap_ci, fit, predict
 __all__ = ['FS', 'GAIN', 'CLASSES', 'KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'PAPER', 'synthetic_ecg', 'plot_ecgs',
            'load_ecg_data', 'split_records', 'pad_records', 'valid_lengths', 'random_crops', 'crop_augment', 'ECGNet',
            'oversample', 'cinc_scores', 'bootstrap_metric', 'attack_batches', 'success_mask', 'hf_energy_fraction',
-           'total_variation', 'collate_and_perturb', 'ecg_config', 'set_threads', 'torch_threads', 'ECGStudy',
-           'ecg_setup', 'train_ecg', 'attack_ecg', 'sweep_ecg', 'collate_ecg', 'results_table', 'ecg_results',
-           'run_ecg_smooth', 'plot_attack']
+           'total_variation', 'collate_and_perturb', 'ecg_config', 'ECGStudy', 'ecg_setup', 'train_ecg', 'attack_ecg',
+           'sweep_ecg', 'collate_ecg', 'results_table', 'ecg_results', 'run_ecg_smooth', 'plot_attack']
 
 # %% ../nbs/30_ecg_smooth.ipynb #49232144
 FS = 300. # Sampling rate of the CinC 2017 recordings (Hz)
@@ -391,24 +390,7 @@ def ecg_config(profile: str|None=None) -> dict:
         profile=profile)
 
 # %% ../nbs/30_ecg_smooth.ipynb #ff5f11ef
-def set_threads(n: int|None, # PyTorch CPU (intra-op) threads; None keeps the current setting
-               ) -> int: # The previous number of threads
-    "Set PyTorch's CPU threads to `n`; `$ROBUSTML_THREADS` overrides `n`."
-    env = os.environ.get('ROBUSTML_THREADS', '').strip()
-    n = int(env) if env else n
-    old = torch.get_num_threads()
-    if n is not None:
-        if n < 1: raise ValueError(f"threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
-    return old
-
-@contextmanager
-def torch_threads(n: int|None, # Threads for the block (see `set_threads`)
-                 ):
-    "Run a block with `n` PyTorch CPU threads, then restore the previous setting."
-    old = set_threads(n)
-    try: yield
-    finally: torch.set_num_threads(old)
+from .core import set_threads, torch_threads  # the package's one thread policy (robustml.core)
 
 # %% ../nbs/30_ecg_smooth.ipynb #2d82da38
 @dataclass
