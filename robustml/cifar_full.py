@@ -4,14 +4,13 @@
 
 # %% ../nbs/11_cifar_full.ipynb #3bee1286
 from __future__ import annotations
-import os, time
 from dataclasses import dataclass, asdict
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import Results, cpu_threads, get_device, get_profile, register_study, set_seed
+from .core import Results, cpu_threads, get_device, get_profile, register_study, set_seed, timed
 from .training import AdvTrain, History, cpu_state, fit, random_crop_flip
 from .cifar import (EPS5, EPS8, PAPER, RecordingGuard, evaluate_model, load_chapter_data, n_params,
                             pixel_model, summarise)
@@ -100,8 +99,7 @@ class CifarFull:
 
     def load(self):
         "The chapter's splits at this profile's sizes."
-        t0 = time.perf_counter(); self.data = load_chapter_data(self.cfg, self.seed)
-        self.timings['load'] = round(time.perf_counter() - t0, 2)
+        with timed(self.timings, 'load'): self.data = load_chapter_data(self.cfg, self.seed)
         return self.data
 
     def train(self) -> History:
@@ -110,21 +108,19 @@ class CifarFull:
         self.net = self.model()
         self.guard = RecordingGuard(d.x_val[:c.n_guard], d.y_val[:c.n_guard], c.eps, c.eps / 4, steps=10, drop=0.2,
                                     seed=self.seed)
-        t0 = time.perf_counter()
-        self.hist = fit(self.net, (d.x_train, d.y_train), (d.x_val, d.y_val), epochs=c.epochs, batch_size=c.batch_size,
-                        opt='sgd', lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, schedule='cyclic',
-                        adv=AdvTrain('fgsm_rs', eps=c.eps), augment=random_crop_flip, guard=self.guard, seed=self.seed,
-                        progress=self.bar, device=self.device)
-        self.timings['train_wall'] = round(time.perf_counter() - t0, 2)
+        with timed(self.timings, 'train_wall'):
+            self.hist = fit(self.net, (d.x_train, d.y_train), (d.x_val, d.y_val), epochs=c.epochs, batch_size=c.batch_size,
+                            opt='sgd', lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, schedule='cyclic',
+                            adv=AdvTrain('fgsm_rs', eps=c.eps), augment=random_crop_flip, guard=self.guard,
+                            seed=self.seed, progress=self.bar, device=self.device)
         self.timings['train'] = round(sum(self.hist.time) - sum(self.guard.seconds), 2)
         return self.hist
 
     def evaluate(self) -> dict:
         "Clean, seed FGSM, FGSM, PGD-20 and PGD-50 with restarts at 5/255 and 8/255, with bootstrap intervals."
-        t0 = time.perf_counter()
-        ok = evaluate_model(self.net, self.data, self.cfg, strong=True, seed=self.seed)
-        self.summary = summarise(ok, self.cfg.n_boot, self.seed)
-        self.timings['evaluate'] = round(time.perf_counter() - t0, 2)
+        with timed(self.timings, 'evaluate'):
+            ok = evaluate_model(self.net, self.data, self.cfg, strong=True, seed=self.seed)
+            self.summary = summarise(ok, self.cfg.n_boot, self.seed)
         return self.summary
 
     def trajectory(self) -> list[dict]:
