@@ -72,7 +72,7 @@ def full_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = t
     if p == 'course': return FullConfig(p, width=0.25, n_train=10000, n_val=1000, n_test=2000, n_pgd=500, n_strong=200,
                                         n_guard=200, epochs=6, batch_size=128, lr=0.1, weight_decay=5e-4)
     return FullConfig(p, width=0.5, n_train=49000, n_val=1000, n_test=10000, n_pgd=2000, n_strong=500, n_guard=500,
-                      epochs=10, batch_size=256, lr=0.2, weight_decay=5e-4, n_boot=2000)
+                      epochs=15, batch_size=256, lr=0.2, weight_decay=5e-4, n_boot=2000)
 
 # %% ../nbs/11_cifar_full.ipynb #f2b0c622
 TARGET = {'clean': 78.0, 'pgd20_5': 48.0} # the target, in percent, at eps = 5/255
