@@ -116,12 +116,12 @@ class CifarConfig:
     step_size: int # StepLR period of the adversarial fine-tuning (seed: 5)
     epochs_fast: int # fast FGSM training
     epochs_pgd: int # PGD training
-    epochs_co: int # the catastrophic-overfitting demonstration
+    epochs_co: int # the catastrophic-overfitting demonstration (always from scratch)
     pgd_train_steps: int # PGD steps in PGD training
     restarts: int # restarts of PGD-50
     finetune: bool # modern recipes start from the standard model (True) or from scratch (False)
     lr_fast: float # peak learning rate of the cyclic schedule (Adam)
-    eps_co: float # budget of the catastrophic-overfitting demonstration
+    eps_co: float # budget of the catastrophic-overfitting demonstration (FGSM without random start)
     n_boot: int = 1000 # bootstrap resamples for the confidence intervals
     eps_curve: tuple = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12) # budgets (x 1/255) of the accuracy-vs-eps curves
 
@@ -133,16 +133,16 @@ def cifar_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = 
         return CifarConfig(p, width=0.125, n_train=512, n_val=128, n_test=128, n_pgd=32, n_strong=16, n_curve=32,
                            n_guard=32, n_monitor=64, batch_size=64, epochs_std=1, epochs_adv=2, step_size=1,
                            epochs_fast=1, epochs_pgd=1, epochs_co=2, pgd_train_steps=2, restarts=2, finetune=True,
-                           lr_fast=2e-3, eps_co=8/255, n_boot=200, eps_curve=(0, 4, 8))
+                           lr_fast=2e-3, eps_co=16/255, n_boot=200, eps_curve=(0, 4, 8))
     if p == 'course':
         return CifarConfig(p, width=0.25, n_train=8000, n_val=1000, n_test=2000, n_pgd=300, n_strong=150, n_curve=200,
                            n_guard=200, n_monitor=500, batch_size=128, epochs_std=10, epochs_adv=3, step_size=2,
-                           epochs_fast=5, epochs_pgd=3, epochs_co=6, pgd_train_steps=3, restarts=2, finetune=True,
-                           lr_fast=1e-3, eps_co=8/255, eps_curve=(0, 2, 4, 5, 6, 8, 10, 12))
+                           epochs_fast=5, epochs_pgd=3, epochs_co=8, pgd_train_steps=3, restarts=2, finetune=True,
+                           lr_fast=1e-3, eps_co=16/255, eps_curve=(0, 2, 4, 5, 6, 8, 10, 12))
     return CifarConfig(p, width=1., n_train=49000, n_val=1000, n_test=10000, n_pgd=2000, n_strong=1000, n_curve=1000,
                        n_guard=500, n_monitor=10000, batch_size=64, epochs_std=10, epochs_adv=10, step_size=5,
                        epochs_fast=15, epochs_pgd=10, epochs_co=10, pgd_train_steps=7, restarts=5, finetune=False,
-                       lr_fast=2e-3, eps_co=8/255, n_boot=2000)
+                       lr_fast=2e-3, eps_co=16/255, n_boot=2000)
 
 def describe_config(cfg: CifarConfig) -> str:
     "One paragraph that says how this profile differs from the seed."
@@ -345,8 +345,8 @@ ROWS = {'standard': 'standard training (seed settings)',
         'fast_fgsm': 'fast FGSM: random start, step 1.25 eps, cyclic lr',
         'fast_fgsm_aug': 'fast FGSM + random crop and flip',
         'pgd_train': 'PGD training',
-        'co_collapsed': 'FGSM training without random start: the collapsed model (the last one if no collapse)',
-        'co_guarded': 'the same run, stopped and restored by the overfitting guard'}
+        'co_collapsed': 'FGSM training without random start at eps_co, from scratch, unguarded: the last epoch',
+        'co_guarded': 'the same run watched by the guard: stopped at the collapse, best epoch restored'}
 
 class CifarChapter:
     "The chapter's steps in order; each one stores what it measured. `run()` does them all and returns `Results`."
@@ -428,18 +428,19 @@ class CifarChapter:
         return {k: self.hist[k] for k in ('faithful', 'fix1_pixel', 'fix2_mode')}
 
     def _fit_adv(self, key: str, adv: AdvTrain, epochs: int, augment=None, guard_eps: float=EPS5, drop: float=0.2,
-                 schedule: str|None='cyclic', lr: float|None=None) -> History:
+                 schedule: str|None='cyclic', lr: float|None=None, finetune: bool|None=None) -> History:
         c = self.cfg
+        ft = c.finetune if finetune is None else finetune
         with self._t(f'train_{key}'):
-            m = self.model('standard' if c.finetune else None)
+            m = self.model('standard' if ft else None)
             g = self.guard(guard_eps, drop)
             h = fit(m, self.train, self.val, epochs=epochs, batch_size=c.batch_size, opt='adam', lr=lr or c.lr_fast,
                     schedule=schedule, adv=adv, augment=augment, guard=g, seed=self.seed, progress=self.bar, device=self.device)
         self.hist[key], self.guards[key], self.states[key] = h, g, cpu_state(m)
         self.selected[key] = h.best_epoch
-        base = self.train_s['standard'] if c.finetune else 0.
+        base = self.train_s['standard'] if ft else 0.
         self.train_s[key] = base + sum(h.time) - sum(g.seconds)
-        self.epochs[key] = (c.epochs_std if c.finetune else 0) + h.epochs
+        self.epochs[key] = (c.epochs_std if ft else 0) + h.epochs
         return h
 
     # -- step 4
@@ -457,16 +458,25 @@ class CifarChapter:
 
     # -- step 5
     def train_overfit(self) -> History:
-        "FGSM training without random start at a large budget, watched by the guard (it restores the best epoch on a collapse)."
-        c = self.cfg
-        h = self._fit_adv('co_guarded', AdvTrain('fgsm', eps=c.eps_co), c.epochs_co, guard_eps=c.eps_co, drop=0.1,
-                          schedule=None)
-        g = self.guards['co_guarded']
-        self.states['co_collapsed'] = g.collapsed_state if g.fired else h.last_state
-        self.hist['co_collapsed'], self.guards['co_collapsed'] = h, g
-        self.train_s['co_collapsed'], self.epochs['co_collapsed'] = self.train_s['co_guarded'], self.epochs['co_guarded']
-        self.selected['co_collapsed'] = (g.fired_epoch if g.fired else h.epochs - 1)
-        return h
+        "FGSM training without random start at `eps_co`, from scratch: once unwatched (all epochs), once with the guard."
+        c = self.cfg; adv = AdvTrain('fgsm', eps=c.eps_co)
+        # the same run twice (same seed): a guard with drop=1 only records, so the first run shows the whole collapse
+        hu = self._fit_adv('co_collapsed', adv, c.epochs_co, guard_eps=c.eps_co, drop=1.0, schedule=None, finetune=False)
+        self.states['co_collapsed'], self.selected['co_collapsed'] = hu.last_state, hu.epochs - 1
+        # ... and the second one is stopped by the guard when PGD accuracy falls 10 points below its best
+        return self._fit_adv('co_guarded', adv, c.epochs_co, guard_eps=c.eps_co, drop=0.1, schedule=None, finetune=False)
+
+    def evaluate_overfit(self) -> dict:
+        "Clean, FGSM and PGD-20 accuracy at `eps_co` of the unguarded and the guarded run, on `n_pgd` test images."
+        x, y = self.data.test(self.cfg.n_pgd); e = self.cfg.eps_co
+        out = {}
+        for k in ('co_collapsed', 'co_guarded'):
+            m = self.model(k); set_seed(self.seed)
+            r = {'clean': correct(m, x, y), 'fgsm_co': robust_correct(m, (x, y), fgsm_attack(e)),
+                 'pgd20_co': robust_correct(m, (x, y), pgd_attack(e, 20))}
+            out[k] = {n: round(100 * v.float().mean().item(), 2) for n, v in r.items()}
+        self.co_eval = out
+        return out
 
     # -- step 6
     def evaluate(self, key: str, strong: bool|None=None) -> dict:
@@ -573,10 +583,15 @@ class CifarChapter:
                 m[f'{k}_modes'] = h.mode
                 m[f'{k}_test_selected_test_fgsm'] = round(100 * h.monitor[self.selected[k]]['test_fgsm'], 2)
         if 'co_guarded' in self.guards:
-            g = self.guards['co_guarded']
+            g, gu = self.guards['co_guarded'], self.guards['co_collapsed']
             m['co_guard_fired'] = g.fired; m['co_guard_epoch'] = None if g.fired_epoch is None else g.fired_epoch + 1
+            m['co_guard_restored_epoch'] = None if g.best_epoch is None else g.best_epoch + 1
             m['co_guard_pgd_per_epoch'] = [round(100 * a, 2) for a in g.accs]
-            m['co_train_acc_per_epoch'] = [round(100 * a, 2) for a in self.hist['co_guarded'].train_acc]
+            m['co_unguarded_pgd_per_epoch'] = [round(100 * a, 2) for a in gu.accs]
+            m['co_unguarded_val_clean_per_epoch'] = [round(100 * a, 2) for a in self.hist['co_collapsed'].val_acc]
+            m['co_train_acc_per_epoch'] = [round(100 * a, 2) for a in self.hist['co_collapsed'].train_acc]
+            for k, r in getattr(self, 'co_eval', {}).items():
+                for n, v in r.items(): m[f'{k}_{n}_at_eps_co'] = v
         cfg = {k: v for k, v in c.__dict__.items()}
         cfg.update(seed_eps_normalised=SEED_EPS, eps5=EPS5, eps8=EPS8, device=str(self.device), description=describe_config(c))
         return Results('cifar-fgsm', c.profile, self.data.info, metrics=m, paper=dict(PAPER), config=cfg,
@@ -585,6 +600,7 @@ class CifarChapter:
     def run(self) -> Results:
         "All steps, in the notebook's order."
         self.load(); self.train_standard(); self.train_seed_variants(); self.train_modern(); self.train_overfit()
+        self.evaluate_overfit()
         self.evaluate_all(); self.accuracy_curves(); self.time_to_target()
         return self.results()
 
@@ -656,7 +672,7 @@ def plot_adv_grid(models: dict, # label -> pixel model
 def plot_training(ch: 'CifarChapter'):
     "Training curves of every run: accuracy on the inputs trained on, validation clean and validation PGD accuracy."
     import matplotlib.pyplot as plt
-    keys = [k for k in ('standard', 'faithful', 'fix1_pixel', 'fix2_mode', 'fast_fgsm', 'fast_fgsm_aug', 'pgd_train', 'co_guarded') if k in ch.hist]
+    keys = [k for k in ('standard', 'faithful', 'fix1_pixel', 'fix2_mode', 'fast_fgsm', 'fast_fgsm_aug', 'pgd_train') if k in ch.hist]
     fig, axs = plt.subplots(1, 3, figsize=(15, 4))
     for k in keys:
         h = ch.hist[k]
@@ -670,9 +686,9 @@ def plot_training(ch: 'CifarChapter'):
             e0 = ch.cfg.epochs_std if (k != 'standard' and ch.cfg.finetune) else 0
             ep = np.arange(e0 + 1, e0 + 1 + h.epochs)
             axs[0].plot(ep, h.train_acc, marker='.', label=k); axs[1].plot(ep, h.val_acc, marker='.', label=k)
-            if k in ch.guards: axs[2].plot(ep, ch.guards[k].accs, marker='.', label=k + (f' (eps {ch.guards[k].eps * 255:.0f}/255)' if k.startswith('co') else ''))
+            if k in ch.guards: axs[2].plot(ep, ch.guards[k].accs, marker='.', label=k)
     for ax, t in zip(axs, ('accuracy on the training inputs (adversarial ones when adversarial)', 'validation accuracy, clean',
-                           'validation accuracy, PGD-10 (5/255 unless noted)')):
+                           'validation accuracy, PGD-10 at 5/255')):
         ax.set_title(t, fontsize=9); ax.set_xlabel('epoch (standard pre-training counted)'); ax.grid(alpha=.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axs[2].legend(fontsize=7); fig.tight_layout(); return fig
@@ -691,13 +707,18 @@ def plot_curves(curves: dict):
     axs[0].set_ylabel('test accuracy (%)'); axs[1].legend(fontsize=8); fig.tight_layout(); return fig
 
 def plot_guard(ch: 'CifarChapter'):
-    "The catastrophic-overfitting run: training accuracy on FGSM inputs against validation PGD accuracy, and the guard."
+    "The catastrophic-overfitting run, unguarded: accuracy on its FGSM inputs, clean and PGD validation accuracy; where the guard stops it."
     import matplotlib.pyplot as plt
-    h, g = ch.hist['co_guarded'], ch.guards['co_guarded']
+    h, gu, g = ch.hist['co_collapsed'], ch.guards['co_collapsed'], ch.guards['co_guarded']
     ep = np.arange(1, h.epochs + 1)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.plot(ep, 100 * np.array(h.train_acc), marker='o', label='training accuracy on its FGSM inputs')
-    ax.plot(ep, 100 * np.array(g.accs), marker='o', label=f'validation PGD-10 accuracy (eps {g.eps * 255:.0f}/255)')
-    if g.fired: ax.axvline(g.fired_epoch + 1, color='red', ls='--', label=f'guard fires, restores epoch {g.best_epoch + 1}')
-    ax.set_xlabel('epoch of FGSM training'); ax.set_ylabel('%'); ax.legend(fontsize=8); ax.grid(alpha=.3)
-    ax.set_title('FGSM training without random start', fontsize=10); fig.tight_layout(); return fig
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(ep, 100 * np.array(h.train_acc), marker='o', label='training accuracy on its own FGSM inputs')
+    ax.plot(ep, 100 * np.array(h.val_acc), marker='s', label='validation accuracy, clean')
+    ax.plot(ep, 100 * np.array(gu.accs), marker='^', label=f'validation accuracy, PGD-10 at {g.eps * 255:.0f}/255')
+    if g.fired:
+        ax.axvline(g.fired_epoch + 1, color='red', ls='--', label=f'guarded run: stops here, restores epoch {g.best_epoch + 1}')
+        ax.plot(g.best_epoch + 1, 100 * g.best_acc, 'r*', ms=14)
+    ax.set_xlabel('epoch of FGSM training (from scratch)'); ax.set_ylabel('%'); ax.legend(fontsize=8); ax.grid(alpha=.3)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_title(f'FGSM training without random start at {g.eps * 255:.0f}/255', fontsize=10); fig.tight_layout(); return fig
+

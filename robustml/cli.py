@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_cli.ipynb #4c9e24da
 from __future__ import annotations
-import argparse, sys, traceback
+import argparse, os, sys, traceback
 from pathlib import Path
 
 from .core import PROFILES, STUDIES, Results, get_profile, get_study, load_studies
@@ -82,15 +82,21 @@ def cmd_reproduce(args) -> int:
         if n not in STUDIES:
             return _fail(f"unknown study {n!r}; registered: {', '.join(sorted(STUDIES)) or '(none)'} (or 'all')", 2)
     out, failed = Path(args.out), []
-    for n in names:
-        print(f"\n>>> {n}: {STUDIES[n].title}", flush=True)
-        try: res = get_study(n).run(args.profile, seed=args.seed)
-        except Exception as e:
-            failed.append(n); print(f"robustml: study {n!r} failed: {type(e).__name__}: {e}", file=sys.stderr)
-            if args.debug: traceback.print_exc()
-            continue
-        path = res.save(out/f'{n}.json')
-        print(comparison_text(res)); print(f"(saved {path})", flush=True)
+    prev = os.environ.get('ROBUSTML_RESULTS')
+    os.environ['ROBUSTML_RESULTS'] = str(out)  # a study that builds on another's record (cifar-time) reads it from OUT
+    try:
+        for n in names:
+            print(f"\n>>> {n}: {STUDIES[n].title}", flush=True)
+            try: res = get_study(n).run(args.profile, seed=args.seed)
+            except Exception as e:
+                failed.append(n); print(f"robustml: study {n!r} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                if args.debug: traceback.print_exc()
+                continue
+            path = res.save(out/f'{n}.json')
+            print(comparison_text(res)); print(f"(saved {path})", flush=True)
+    finally:
+        if prev is None: os.environ.pop('ROBUSTML_RESULTS', None)
+        else: os.environ['ROBUSTML_RESULTS'] = prev
     if failed: print(f"robustml: {len(failed)} of {len(names)} studies failed: {', '.join(failed)}", file=sys.stderr); return 1
     return 0
 

@@ -240,7 +240,7 @@ class Study:
         return res
 
 STUDIES: dict[str, Study] = {}
-STUDY_MODULES = ('robustml.cifar', 'robustml.cifar_full', 'robustml.ecg', 'robustml.fraud', 'robustml.privacy')
+STUDY_MODULES = ('robustml.cifar', 'robustml.cifar_full', 'robustml.cifar_time', 'robustml.ecg', 'robustml.fraud', 'robustml.privacy')
 
 # %% ../nbs/00_core.ipynb #10aba679
 def register_study(name: str, # Name used on the command line, e.g. `cifar-fgsm`
