@@ -167,6 +167,13 @@ def test_runner_quick_synthetic(data_env, tmp_path):
     assert m['best_recipe'] in ('fast_fgsm', 'fast_fgsm_aug', 'pgd_train')
     assert m['faithful_modes'] == ['train', 'eval'] and m['fix2_mode_modes'] == ['train', 'train']
     assert 'time_to_target_ratio_robust' in m and 'co_guard_fired' in m
+    # the overfitting demonstration: unguarded all the way, the guarded run a prefix of it; both measured at eps_co
+    cfg = cifar.cifar_config('quick')
+    assert len(m['co_unguarded_pgd_per_epoch']) == cfg.epochs_co
+    assert m['co_guard_pgd_per_epoch'] == m['co_unguarded_pgd_per_epoch'][:len(m['co_guard_pgd_per_epoch'])]
+    for k in ('co_collapsed', 'co_guarded'):
+        for col in ('clean', 'fgsm_co', 'pgd20_co'): assert 0 <= m[f'{k}_{col}_at_eps_co'] <= 100
+    assert m['co_guard_fired'] == (m['co_guard_epoch'] is not None)
     assert res.comparison().loc['faithful_clean', 'paper'] == 77.98
     assert [r['row'] for r in res.table][:2] == ['paper: standard', 'paper: adversarially trained']
     assert res.table[-1]['row'].startswith('best recipe')
