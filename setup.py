@@ -21,6 +21,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+course_requirements = shlex.split(cfg.get('course_requirements', ''))
 
 min_python = cfg['min_python']
 lic = licenses[cfg['license']]
@@ -39,7 +40,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=['robustml', 'robustml.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require={ 'dev': dev_requirements, 'course': course_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -119,8 +119,8 @@ class CifarFull:
     def evaluate(self) -> dict:
         "Clean, seed FGSM, FGSM, PGD-20 and PGD-50 with restarts at 5/255 and 8/255, with bootstrap intervals."
         with timed(self.timings, 'evaluate'):
-            ok = evaluate_model(self.net, self.data, self.cfg, strong=True, seed=self.seed)
-            self.summary = summarise(ok, self.cfg.n_boot, self.seed)
+            self.ok = evaluate_model(self.net, self.data, self.cfg, strong=True, seed=self.seed)
+            self.summary = summarise(self.ok, self.cfg.n_boot, self.seed)
         return self.summary
 
     def trajectory(self) -> list[dict]:

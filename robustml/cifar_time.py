@@ -108,8 +108,8 @@ class SeedRecipeFull:
     def evaluate(self) -> dict:
         "Clean, seed FGSM, FGSM and PGD-20 at 5/255 and 8/255 of the selected epoch, with bootstrap intervals."
         with timed(self.timings, 'evaluate'):
-            ok = evaluate_model(self.net, self.data, self.fcfg, strong=False, seed=self.seed)
-            self.summary = summarise(ok, self.fcfg.n_boot, self.seed)
+            self.ok = evaluate_model(self.net, self.data, self.fcfg, strong=False, seed=self.seed)
+            self.summary = summarise(self.ok, self.fcfg.n_boot, self.seed)
         return self.summary
 
 # %% ../nbs/12_cifar_time.ipynb #369b34ee

@@ -16,6 +16,13 @@ def _shared_data():
     return None
 
 
+@pytest.fixture(autouse=True)
+def _cpu_device(monkeypatch):
+    """Run every test on the CPU, even where a GPU is present: the reproducibility tests compare two runs bit for bit,
+    which GPU kernels do not promise (the `paper` profile is where a GPU belongs)."""
+    monkeypatch.setenv('ROBUSTML_DEVICE', os.environ.get('ROBUSTML_TEST_DEVICE', 'cpu'))
+
+
 @pytest.fixture
 def data_env(tmp_path, monkeypatch):
     "No ROBUSTML_DATA, an empty cache under tmp_path, no progress bars, no network: returns the cache folder."

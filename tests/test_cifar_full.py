@@ -40,6 +40,7 @@ def test_course_profile_without_real_data_fails_clearly(data_env):
 
 
 def test_runner_quick_synthetic_is_reproducible_and_complete(data_env, tmp_path):
+    "Plumbing and reproducibility (one seed, the same numbers twice); under quick the model sits near chance."
     study = get_study('cifar-full')
     assert study.paper == {'clean': 77.98, 'seed_fgsm': 47.61}   # the seed's adversarially trained model
     a, b = study.run('quick', seed=1), study.run('quick', seed=1)

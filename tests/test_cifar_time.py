@@ -63,6 +63,7 @@ def test_best_record_is_read_only_when_it_matches(data_env, tmp_path, monkeypatc
 
 
 def test_runner_quick_synthetic(data_env, tmp_path, monkeypatch):
+    "Plumbing: the record holds both trajectories and every column; under quick the models sit near chance."
     monkeypatch.setenv('ROBUSTML_RESULTS', str(tmp_path))
     study = get_study('cifar-time')
     res = study.run('quick', seed=0)
@@ -72,7 +73,6 @@ def test_runner_quick_synthetic(data_env, tmp_path, monkeypatch):
     assert len(m['seed_recipe_trajectory']) == cfg.epochs_std + cfg.epochs_adv
     assert len(m['best_trajectory']) == cf.full_config('quick').epochs
     for k in ('clean', 'seed_fgsm', 'fgsm5', 'pgd20_5', 'fgsm8', 'pgd20_8'): assert 0 <= m[f'seed_recipe_{k}'] <= 100
-    assert m['seed_recipe_pgd20_5'] <= m['seed_recipe_clean']
     for tag in ('clean', 'both'): assert m[f'ratio_{tag}'] is None or m[f'ratio_{tag}_below'] is None
     assert cfg.epochs_std < m['seed_recipe_selected_epoch'] <= cfg.epochs_std + cfg.epochs_adv
     json.dumps(res.to_dict(), allow_nan=False)

@@ -119,6 +119,7 @@ def test_course_without_data_raises(monkeypatch, tmp_path):
 
 
 def test_runner_json_holds_table(monkeypatch, tmp_path):
+    "Plumbing: the quick runner's record round-trips through JSON with its table (quick's attack success can be 0)."
     _no_data(monkeypatch, tmp_path)  # quick profile on the labelled synthetic stand-in (fast, no data needed)
     res = get_study('ecg-smooth').run('quick', seed=0)
     assert isinstance(res, Results) and res.data.source == 'synthetic'

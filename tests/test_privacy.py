@@ -108,7 +108,12 @@ def test_paper_numbers_explained(iris):
     df = P.paper_setting(X, y, n_draws=30, seed=0)
     s = P.summarise_paper_setting(df)
     leg, cur = s.loc['0.6.5 objective (re-created)'], s.loc['diffprivlib 0.6.6']
-    assert math.isclose(leg.loc[10.0, 'median acc'], 19 / 45) and leg.loc[10.0, 'one-class share'] > 0.7
+    # At eps=10 most draws give a one-class model, which scores the share of the class it predicts among the 45 test
+    # flowers: 19/45 (the paper's 42%) or 26/45. Which of the two the median lands on is a coin flip over draws, so
+    # test the structure, not the median.
+    one = df[(df.objective == '0.6.5 objective (re-created)') & (df.epsilon == 10.0) & df.one_class]
+    assert leg.loc[10.0, 'one-class share'] > 0.7
+    assert np.isclose(one.accuracy.values[:, None], [19 / 45, 26 / 45]).any(1).all() and np.isclose(one.accuracy, 19 / 45).any()
     assert 0.75 <= leg.loc[60.0, 'mean acc'] <= 0.95
     assert cur['mean acc'].min() >= 0.97
     assert (df.budget_spent == 70.0).all()
@@ -168,7 +173,8 @@ def test_study_registered_and_quick_run():
     m = res.metrics
     assert res.profile == 'quick' and res.data.source == 'real' and res.config['dp_versions']['diffprivlib'] == '0.6.6'
     assert m['nonprivate_acc'] == 1.0 and math.isclose(m['one_class_acc'], 19 / 45)
-    assert math.isclose(m['legacy065_eps10_acc'], 19 / 45)
+    # with over 70% of the draws one-class (19/45 or 26/45), the median lies between those two values
+    assert m['legacy065_eps10_one_class_share'] > 0.7 and 19 / 45 - 1e-9 <= m['legacy065_eps10_acc'] <= 26 / 45 + 1e-9
     assert m['eps10_acc'] > 0.95 and m['eps60_acc'] > 0.95
     assert m['attack_adv_nonprivate'] > m['attack_adv_eps0.1']
     cmp = res.comparison()

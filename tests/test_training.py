@@ -83,8 +83,14 @@ def test_uint8_images_and_augment():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8); y = torch.randint(0, 3, (64,))
     model = nn.Sequential(Normalize([.5] * 3, [.25] * 3), nn.Flatten(), nn.Linear(192, 3))
-    h = fit(model, (x, y), (x, y), epochs=1, batch_size=16, augment=random_crop_flip, adv=AdvTrain('fgsm_rs', 4 / 255), progress=False)
+    seen, calls = [], []
+    probe = nn.Module(); probe.forward = lambda t: (seen.append((t.dtype, float(t.detach().min()), float(t.detach().max()))), t)[1]
+    model = nn.Sequential(probe, *model)
+    aug = lambda xb: (calls.append(len(xb)), random_crop_flip(xb))[1]
+    h = fit(model, (x, y), (x, y), epochs=1, batch_size=16, augment=aug, adv=AdvTrain('fgsm_rs', 4 / 255), progress=False)
     assert h.epochs == 1 and 0 <= h.val_acc[0] <= 1
+    assert sum(calls) == 64                                                     # every training image augmented once
+    assert all(dt == torch.float32 and lo >= 0 and hi <= 1 for dt, lo, hi in seen)  # the model sees floats in [0, 1]
 
 
 @pytest.mark.parametrize('schedule', [None, 'step', 'onecycle', 'cosine', 'cyclic'])
@@ -154,7 +160,9 @@ def test_adversarial_training_improves_robustness():
     m_adv = mlp(d=40); fit(m_adv, (x, y), epochs=6, batch_size=50, lr=1e-2, adv=AdvTrain('pgd', eps, steps=5, bounds=None), progress=False)
     r_clean, r_adv = robust_accuracy(m_clean, (xt, yt), attack), robust_accuracy(m_adv, (xt, yt), attack)
     assert accuracy(m_clean, xt, yt) > 0.9
-    assert r_adv > r_clean + 0.08, (r_clean, r_adv)  # measured: 0.64 -> 0.80
+    # two models, each trained once: over 8 data/initialisation seeds the gain was 0.09-0.18 (mean 0.14, sd 0.03), so
+    # 0.03 leaves more than 3.5 sd for other seeds and for floating-point differences between CPUs
+    assert r_adv > r_clean + 0.03, (r_clean, r_adv)
 
 
 # ---------------------------------------------------------------- the guard
