@@ -14,11 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import DataInfo, Results, cpu_threads, get_device, get_profile, progress, register_study, set_seed
+from .core import DataInfo, Results, cpu_threads, get_device, get_profile, progress, set_seed, torch_threads
+from .studies import register_study
 from . import data as rdata
-from .attacks import Normalize, eval_mode, fgsm, model_device, pgd
-from .training import (AdvTrain, History, OverfitGuard, as_input, bootstrap_ci, correct, cpu_state, fit,
-                               random_crop_flip, robust_correct)
+from .attacks import Normalize, fgsm, pgd
+from .robust import AdvTrain, OverfitGuard, robust_correct
+from .stats import bootstrap_ci
+from .training import History, as_input, correct, cpu_state, eval_mode, fit, model_device, random_crop_flip
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'SEED_EPS', 'EPS5', 'EPS8', 'PAPER', 'COLUMNS', 'ROWS', 'seed_cnn', 'pixel_model',
@@ -369,7 +371,7 @@ class CifarChapter:
         self.timings, self.states, self.hist, self.guards, self.train_s = {}, {}, {}, {}, {}
         self.ok, self.summary, self.selected, self.curves, self.epochs = {}, {}, {}, {}, {}
         self.data, self.best_key, self.ttt = None, None, {}
-        if self.device.type == 'cpu': torch.set_num_threads(cpu_threads(self.cfg.profile))  # one policy: robustml.core.cpu_threads
+        self.threads = cpu_threads(self.cfg.profile)  # the package's policy, applied in a scope: `run()`, or the notebook's `set_threads`
 
     def model(self, key: str|None=None) -> nn.Sequential:
         "A fresh pixel model on the chapter's device, with the weights of run `key` (random ones when None)."
@@ -511,7 +513,7 @@ class CifarChapter:
                         eps_list: tuple|None=None, # budgets in 1/255 pixel units (default: the profile's)
                        ) -> dict:
         "Accuracy against the budget, FGSM and PGD-10, on `n_curve` test images."
-        from robustml.training import accuracy_vs_eps
+        from robustml.robust import accuracy_vs_eps
         keys = keys or ('standard', 'corrected', self.best_key)
         eps_list = eps_list or self.cfg.eps_curve
         x, y = self.data.test(self.cfg.n_curve)
@@ -610,11 +612,12 @@ class CifarChapter:
                        timings=dict(self.timings), table=self.table_rows(), seed=self.seed)
 
     def run(self) -> Results:
-        "All steps, in the notebook's order."
-        self.load(); self.train_standard(); self.train_seed_variants(); self.train_modern(); self.train_overfit()
-        self.evaluate_overfit()
-        self.evaluate_all(); self.accuracy_curves(); self.time_to_target()
-        return self.results()
+        "All steps, in the notebook's order, with the profile's CPU threads."
+        with torch_threads(self.threads):
+            self.load(); self.train_standard(); self.train_seed_variants(); self.train_modern(); self.train_overfit()
+            self.evaluate_overfit()
+            self.evaluate_all(); self.accuracy_curves(); self.time_to_target()
+            return self.results()
 
 class _Timer:
     "Context manager adding the block's wall time to `timings[key]`."

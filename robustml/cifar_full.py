@@ -10,8 +10,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import Results, cpu_threads, get_device, get_profile, register_study, set_seed, timed
-from .training import AdvTrain, History, cpu_state, fit, random_crop_flip
+from .core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
+from .studies import register_study
+from .robust import AdvTrain
+from .training import History, cpu_state, fit, random_crop_flip
 from .cifar import (EPS5, EPS8, PAPER, RecordingGuard, evaluate_model, load_chapter_data, n_params,
                             pixel_model, summarise)
 
@@ -89,7 +91,7 @@ class CifarFull:
         self.cfg, self.seed, self.device, self.bar = full_config(profile), seed, get_device(device), progress_bar
         self.data = self.hist = self.guard = self.summary = None
         self.timings = {}
-        if self.device.type == 'cpu': torch.set_num_threads(cpu_threads(self.cfg.profile))  # robustml.core's policy
+        self.threads = cpu_threads(self.cfg.profile)  # the package's policy, applied in a scope: `run()`, or the notebook's `set_threads`
 
     def model(self) -> nn.Sequential:
         "A freshly initialised pixel model (Normalize + `resnet9`) on the run's device."
@@ -152,9 +154,10 @@ class CifarFull:
                        timings=dict(self.timings), seed=self.seed)
 
     def run(self) -> Results:
-        "Load, train, evaluate."
-        self.load(); self.train(); self.evaluate()
-        return self.results()
+        "Load, train, evaluate, with the profile's CPU threads."
+        with torch_threads(self.threads):
+            self.load(); self.train(); self.evaluate()
+            return self.results()
 
 @register_study('cifar-full', 'CIFAR-10: the best adversarial-training recipe at full scale against the seed (Verghese 2024)',
                 paper=PAPER_FULL)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import Results, cpu_threads, get_device, get_profile, register_study, set_seed, timed
+from .core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
+from .studies import register_study, results_dir
 from .training import correct, fit
 from . import data as rdata
 from .cifar import (EPS5, PAPER, RecordingGuard, SeedHistory, evaluate_model, load_chapter_data, pixel_model,
@@ -20,8 +21,8 @@ from .cifar import (EPS5, PAPER, RecordingGuard, SeedHistory, evaluate_model, lo
 from .cifar_full import full_config, run_cifar_full
 
 # %% auto #0
-__all__ = ['SeedRecipeConfig', 'seed_recipe_config', 'SeedRecipeFull', 'time_to', 'time_to_target', 'results_dir',
-           'best_recipe_record', 'CifarTime', 'run_cifar_time', 'plot_race']
+__all__ = ['SeedRecipeConfig', 'seed_recipe_config', 'SeedRecipeFull', 'time_to', 'time_to_target', 'best_recipe_record',
+           'CifarTime', 'run_cifar_time', 'plot_race']
 
 # %% ../nbs/ch1_cifar/12_time_to_target.ipynb #75923931
 @dataclass
@@ -56,7 +57,7 @@ class SeedRecipeFull:
         self.seed, self.device, self.bar = seed, get_device(device), progress_bar
         self.data = self.std = self.adv = self.summary = None
         self.timings = {}
-        if self.device.type == 'cpu': torch.set_num_threads(cpu_threads(self.cfg.profile))
+        self.threads = cpu_threads(self.cfg.profile)  # applied in a scope: `CifarTime.run()`, or the notebook's `set_threads`
 
     def model(self) -> nn.Sequential:
         "A freshly initialised pixel model (Normalize + `seed_cnn`) on the run's device."
@@ -140,10 +141,6 @@ def time_to_target(best: list[dict], # the best recipe's trajectory
     return out
 
 # %% ../nbs/ch1_cifar/12_time_to_target.ipynb #55e73b24
-def results_dir() -> Path:
-    "Where study records are read from and written to: `$ROBUSTML_RESULTS`, else `./results` (the CLI's default `--out`)."
-    return Path(os.environ.get('ROBUSTML_RESULTS', 'results'))
-
 def best_recipe_record(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
                        seed: int=0, # the seed the record must have been made with
                        path: str|Path|None=None, # a `cifar-full` record; None = `results_dir()/cifar-full.json`
@@ -171,10 +168,11 @@ class CifarTime:
         self.best = self.ttt = None
 
     def run(self) -> Results:
-        "Read the best recipe's record, train and evaluate the seed recipe, compare."
+        "Read the best recipe's record, train and evaluate the seed recipe, compare (with the profile's CPU threads)."
         self.best = best_recipe_record(self.profile, self.seed, self.best_path, self.device)
         s = self.seed_run
-        s.load(); s.train(); s.evaluate()
+        with torch_threads(s.threads):
+            s.load(); s.train(); s.evaluate()
         self.ttt = time_to_target(self.best.metrics['trajectory'], s.trajectory())
         return self.results()
 

@@ -7,37 +7,11 @@ from __future__ import annotations
 import argparse, os, sys, traceback
 from pathlib import Path
 
-from .core import PROFILES, STUDIES, Results, get_profile, get_study, load_studies
+from .core import PROFILES, get_profile
+from .studies import find_record, format_table, get_study, load_studies, results_text, run_order
 
 # %% auto #0
-__all__ = ['format_table', 'comparison_text', 'cmd_data_list', 'cmd_data_verify', 'cmd_data_fetch', 'cmd_studies',
-           'cmd_reproduce', 'parser', 'main']
-
-# %% ../nbs/foundations/09_cli.ipynb #bdd71998
-def _fmt(v) -> str:
-    "Format a metric for a terminal table."
-    if v is None: return '-'
-    if isinstance(v, float): return f'{v:.4g}'
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
-        return f'[{v[0]:.4g}, {v[1]:.4g}]'
-    return str(v)
-
-def format_table(rows: list[dict], # Rows to print
-                 cols: list[str], # Column names, in order
-                ) -> str:
-    "A plain fixed-width text table."
-    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
-    w = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    line = lambda xs: '  '.join(x.ljust(w[i]) for i, x in enumerate(xs)).rstrip()
-    return '\n'.join([line(cols), line(['-'*x for x in w])] + [line(r) for r in cells])
-
-# %% ../nbs/foundations/09_cli.ipynb #003a3bb2
-def comparison_text(res: Results) -> str:
-    "Our numbers next to the paper's for one results record."
-    head = f"== {res.study} [{res.profile}] {res.data}"
-    rows = [{'metric': k, 'paper': v, 'ours': res.metrics.get(k)} for k, v in res.paper.items()]
-    body = format_table(rows, ['metric', 'paper', 'ours']) if rows else '(no published numbers to compare)'
-    return head + '\n' + body
+__all__ = ['cmd_data_list', 'cmd_data_verify', 'cmd_data_fetch', 'cmd_studies', 'cmd_reproduce', 'parser', 'main']
 
 # %% ../nbs/foundations/09_cli.ipynb #577c0211
 def cmd_data_list(args) -> int:
@@ -68,36 +42,35 @@ def cmd_data_fetch(args) -> int:
 
 # %% ../nbs/foundations/09_cli.ipynb #9a464616
 def cmd_studies(args) -> int:
-    "List the registered studies."
-    load_studies()
-    rows = [{'study': s.name, 'title': s.title, 'module': s.module} for s in STUDIES.values()]
+    "List the registered studies, in chapter order."
+    rows = [{'study': s.name, 'title': s.title, 'module': s.module} for s in load_studies().values()]
     print(format_table(rows, ['study', 'title', 'module']) if rows else '(no studies registered)')
     return 0
 
 def cmd_reproduce(args) -> int:
-    "Run one or all registered studies, write `OUT/STUDY.json` and print ours next to the paper's numbers."
-    load_studies()
-    names = sorted(STUDIES) if args.study == 'all' else [args.study]
-    for n in names:
-        if n not in STUDIES:
-            return _fail(f"unknown study {n!r}; registered: {', '.join(sorted(STUDIES)) or '(none)'} (or 'all')", 2)
+    "Run the requested studies (after what they build on), write `OUT/STUDY.json`, print each whole results table."
+    try: order = run_order([args.study])
+    except KeyError as e: return _fail(e, 2)
     out, failed = Path(args.out), []
     prev = os.environ.get('ROBUSTML_RESULTS')
     os.environ['ROBUSTML_RESULTS'] = str(out)  # a study that builds on another's record (cifar-time) reads it from OUT
     try:
-        for n in names:
-            print(f"\n>>> {n}: {STUDIES[n].title}", flush=True)
-            try: res = get_study(n).run(args.profile, seed=args.seed)
+        for n in order:
+            study = get_study(n)
+            if n != args.study and args.study != 'all' and find_record(n, args.profile, args.seed, out) is not None:
+                print(f"\n>>> {n}: reusing {out/(n + '.json')} ({args.profile} profile, seed {args.seed})", flush=True); continue
+            print(f"\n>>> {n}: {study.title}", flush=True)
+            try: res = study.run(args.profile, seed=args.seed)
             except Exception as e:
                 failed.append(n); print(f"robustml: study {n!r} failed: {type(e).__name__}: {e}", file=sys.stderr)
                 if args.debug: traceback.print_exc()
                 continue
             path = res.save(out/f'{n}.json')
-            print(comparison_text(res)); print(f"(saved {path})", flush=True)
+            print(results_text(res)); print(f"(saved {path})", flush=True)
     finally:
         if prev is None: os.environ.pop('ROBUSTML_RESULTS', None)
         else: os.environ['ROBUSTML_RESULTS'] = prev
-    if failed: print(f"robustml: {len(failed)} of {len(names)} studies failed: {', '.join(failed)}", file=sys.stderr); return 1
+    if failed: print(f"robustml: {len(failed)} of {len(order)} studies failed: {', '.join(failed)}", file=sys.stderr); return 1
     return 0
 
 # %% ../nbs/foundations/09_cli.ipynb #11482437

@@ -15,17 +15,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import DataInfo, Results, by_profile, get_profile, progress, register_study, set_seed, timed
+from .core import DataInfo, Results, by_profile, get_profile, progress, set_seed, timed
+from .studies import register_study
 from .data import ECGRecords, load_cinc2017, use_real
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
-from .training import bootstrap_ci, fit, predict
+from .stats import bootstrap_ci, bootstrap_metric
+from .training import fit, predict
 
 # %% auto #0
 __all__ = ['FS', 'GAIN', 'CLASSES', 'KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'PAPER', 'synthetic_ecg', 'plot_ecgs',
            'load_ecg_data', 'split_records', 'pad_records', 'valid_lengths', 'random_crops', 'crop_augment', 'ECGNet',
-           'oversample', 'cinc_scores', 'bootstrap_metric', 'attack_batches', 'success_mask', 'hf_energy_fraction',
-           'total_variation', 'collate_and_perturb', 'ecg_config', 'ECGStudy', 'ecg_setup', 'train_ecg', 'attack_ecg',
-           'sweep_ecg', 'collate_ecg', 'results_table', 'ecg_results', 'run_ecg_smooth', 'plot_attack']
+           'oversample', 'cinc_scores', 'attack_batches', 'success_mask', 'hf_energy_fraction', 'total_variation',
+           'collate_and_perturb', 'ecg_config', 'ECGStudy', 'ecg_setup', 'train_ecg', 'attack_ecg', 'sweep_ecg',
+           'collate_ecg', 'results_table', 'ecg_results', 'run_ecg_smooth', 'plot_attack']
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #49232144
 FS = 300. # Sampling rate of the CinC 2017 recordings (Hz)
@@ -274,17 +276,6 @@ def cinc_scores(y: np.ndarray, # True labels
     out.update({f'f1_{c}': float(v) for c, v in zip(classes, f1)})
     if len(classes) == 4: out['cinc_f1'] = float(f1[:3].mean())
     return out
-
-def bootstrap_metric(y: np.ndarray, # True labels
-                     pred: np.ndarray, # Predictions
-                     metric: Callable, # `(y, pred) -> float`
-                     n: int=1000, # Resamples
-                     seed: int=0, # Seed
-                    ) -> tuple[float, float]: # 95% percentile interval
-    "Percentile bootstrap interval of `metric` over records."
-    rng = np.random.default_rng(seed); y, pred = np.asarray(y), np.asarray(pred)
-    vals = [metric(y[i], pred[i]) for i in rng.integers(0, len(y), (n, len(y)))]
-    return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #94af7d04
 EPS, ALPHA, STEPS = 10., 1., 20  # the paper's PGD settings, raw units

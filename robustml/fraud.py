@@ -4,27 +4,13 @@
 
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #15c7fb8d
 from __future__ import annotations
-import os
-# XGBoost's OpenMP threads busy-wait by default; on a small shared CPU that makes 2 threads ~8x slower than 1.
-# Letting idle threads sleep must be decided before an OpenMP runtime loads (torch loads one too). If one is already
-# loaded with the default policy (e.g. torch was imported first), XGBoost runs single-threaded, which is then faster;
-# set OMP_WAIT_POLICY=PASSIVE in the environment to get all cores in that case.
-def _openmp_loaded() -> bool:
-    "True when an OpenMP runtime (libgomp) is already mapped into this process (Linux; False elsewhere)."
-    try:
-        with open('/proc/self/maps') as f: return 'libgomp' in f.read()
-    except OSError: return False
-
-_LATE_OMP = 'OMP_WAIT_POLICY' not in os.environ and _openmp_loaded()
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-XGB_THREADS = 1 if _LATE_OMP else -1 # XGBoost threads when `n_jobs` is not given (-1 = all cores)
-import dataclasses, math, time, warnings
+from . import core  # first: it sets OpenMP's wait policy, which only counts before XGBoost or scikit-learn load a runtime
+import dataclasses, os, math, time, warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
@@ -36,17 +22,19 @@ from imblearn.pipeline import Pipeline
 from imblearn.under_sampling import RandomUnderSampler
 from xgboost import XGBClassifier
 
-from .core import DataInfo, Results, by_profile, get_profile, progress, register_study, set_seed, timed
+from .core import DataInfo, Results, by_profile, get_profile, omp_threads, progress, set_seed, timed
+from .studies import register_study
+from .stats import nadeau_bengio_ci
 
 # %% auto #0
-__all__ = ['XGB_THREADS', 'DAY', 'N_TRANSACTIONS', 'N_FRAUDS', 'SIMULATED', 'METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER',
-           'FIT_LOG', 'simulate_transactions', 'FraudData', 'load_transactions', 'load_mammography_data',
-           'load_chapter_data', 'subset', 'chapter_config', 'threshold_metrics', 'dummy_baseline', 'xgb_classifier',
-           'make_pipeline', 'fit_method', 'positive_scores', 'methods_for', 'seed_protocol', 'seed_table',
-           'scaler_leak_effect', 'smote_before_split', 'row_hashes', 'seen_rows', 'RecordingScaler', 'pick_threshold',
-           'cost_curve', 'split_indices', 'evaluate_split', 'Holdout', 'holdout_eval', 'plot_pr_curves',
-           'plot_confusions', 'cv_eval', 'cv_summary', 'operating_point_view', 'hessian_check', 'plot_cost_curves',
-           'comparison_table', 'verdict', 'analyse', 'make_results', 'run_fraud_resampling']
+__all__ = ['DAY', 'N_TRANSACTIONS', 'N_FRAUDS', 'SIMULATED', 'METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER', 'FIT_LOG',
+           'simulate_transactions', 'FraudData', 'load_transactions', 'load_mammography_data', 'load_chapter_data',
+           'subset', 'chapter_config', 'threshold_metrics', 'dummy_baseline', 'xgb_classifier', 'make_pipeline',
+           'fit_method', 'positive_scores', 'methods_for', 'seed_protocol', 'seed_table', 'scaler_leak_effect',
+           'smote_before_split', 'row_hashes', 'seen_rows', 'RecordingScaler', 'pick_threshold', 'cost_curve',
+           'split_indices', 'evaluate_split', 'Holdout', 'holdout_eval', 'plot_pr_curves', 'plot_confusions', 'cv_eval',
+           'cv_summary', 'operating_point_view', 'hessian_check', 'plot_cost_curves', 'comparison_table', 'verdict',
+           'analyse', 'make_results', 'run_fraud_resampling']
 
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #38038ed6
 DAY = 86_400 # Seconds in a day
@@ -189,6 +177,7 @@ def chapter_config(profile: str|None=None, # Profile; `None` reads the active on
     xgb = by_profile(dict(n_estimators=30, max_depth=4, learning_rate=0.3, max_bin=64),
                      dict(n_estimators=100, max_depth=6, learning_rate=0.3, max_bin=64),
                      dict(n_estimators=300, max_depth=6, learning_rate=0.1, max_bin=256), p)
+    xgb['n_jobs'] = omp_threads(p)  # the package's thread policy, resolved once for the profile
     return dict(profile=p, xgb=xgb, test_size=0.3, val_size=0.25,
                 demo_rows=by_profile(50_000, 50_000, None, p), # rows of the stratified subset the two leak demos use (None = all)
                 cv_large=by_profile((3, 1), (3, 2), (5, 4), p), # (folds, repeats) above `large_rows` rows
@@ -236,10 +225,10 @@ LARGE_METHODS = ('baseline', 'weighted', 'smote', 'borderline', 'smote_under', '
 
 def xgb_classifier(seed: int=0, # Seed
                    eval_metric: str='aucpr', # A *binary* metric (the seed used the multi-class `mlogloss`)
-                   n_jobs: int|None=None, # Threads (-1 = all cores); default `XGB_THREADS`
+                   n_jobs: int|None=None, # Threads; default `robustml.core.omp_threads()` (the package's thread policy)
                    **params) -> XGBClassifier:
     "XGBoost with the `hist` tree method; `params` override the tree settings."
-    n_jobs = XGB_THREADS if n_jobs is None else n_jobs
+    n_jobs = omp_threads() if n_jobs is None else n_jobs
     return XGBClassifier(tree_method='hist', eval_metric=eval_metric, n_jobs=n_jobs, random_state=seed, **params)
 
 def make_pipeline(method: str, # A key of `METHODS`
@@ -590,17 +579,14 @@ def cv_summary(cv: pd.DataFrame, # Output of `cv_eval`
                bounded: tuple=('ap', 'roc_auc', 'f1', 'precision', 'recall', 'tuned_f1', 'tuned_recall', 'tuned_precision'), # Metrics whose interval is clipped to [0, 1]
               ) -> pd.DataFrame: # Per method: `{metric}_mean`, `{metric}_lo`, `{metric}_hi`
     "Mean and corrected-resampled-t interval of each metric over the folds (clipped to the metric's range)."
-    k = cv.fold.nunique()
-    if k < 2: raise ValueError("need at least two folds for an interval")
-    ratio = (cv.n_test/cv.n_train).iloc[0]
-    q = stats.t.ppf(0.5 + level/2, k - 1)
+    if cv.fold.nunique() < 2: raise ValueError("need at least two folds for an interval")
+    n_train, n_test = int(cv.n_train.iloc[0]), int(cv.n_test.iloc[0])
     rows = {}
     for m, g in cv.groupby('method', sort=False):
         r = {}
         for c in metrics:
-            mu, sd = g[c].mean(), g[c].std(ddof=1)
-            half = q*sd*math.sqrt(1/k + ratio)
-            lo, hi = (max(0., mu - half), min(1., mu + half)) if c in bounded else (max(0., mu - half) if c.startswith('cost') else mu - half, mu + half)
+            mu, lo, hi = nadeau_bengio_ci(g[c], n_train, n_test, level)
+            lo, hi = (max(0., lo), min(1., hi)) if c in bounded else (max(0., lo) if c.startswith('cost') else lo, hi)
             r.update({f'{c}_mean': mu, f'{c}_lo': lo, f'{c}_hi': hi})
         rows[m] = r
     return pd.DataFrame(rows).T

@@ -6,10 +6,11 @@
 from __future__ import annotations
 import inspect, math, warnings
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize
 from sklearn import linear_model
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -21,15 +22,18 @@ from diffprivlib.accountant import BudgetAccountant
 from diffprivlib.mechanisms import Laplace, Vector
 from diffprivlib.utils import check_random_state
 
-from .core import DataInfo, Results, by_profile, get_profile, progress, register_study, timed
+from .core import DataInfo, Results, by_profile, get_profile, parallel_map, progress, timed
+from .studies import register_study
+from .attacks import dp_advantage_bound, membership_advantage
+from .stats import mean_ci
 
 # %% auto #0
 __all__ = ['IRIS_BOUNDS', 'PAPER', 'dp_versions', 'DPLogisticRegression', 'laplace_releases', 'laplace_density',
            'plot_laplace_neighbours', 'load_iris_data', 'paper_split', 'row_norm_facts', 'legacy065_fit',
            'paper_setting', 'summarise_paper_setting', 'nonprivate_paper_accuracy', 'public_scale', 'public_data_norm',
-           'iris_trial', 'iris_sweep', 'summarise_sweep', 'membership_advantage', 'dp_advantage_bound',
-           'load_digits_parity', 'record_losses', 'mia_trial', 'mia_sweep', 'iris_dp_config', 'run_iris_dp',
-           'results_table', 'plot_accuracy_sweep', 'vector_noise_scale', 'plot_privacy_utility']
+           'iris_trial', 'iris_sweep', 'summarise_sweep', 'load_digits_parity', 'record_losses', 'mia_trial',
+           'mia_sweep', 'iris_dp_config', 'run_iris_dp', 'results_table', 'plot_accuracy_sweep', 'vector_noise_scale',
+           'plot_privacy_utility']
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #1e856011
 def dp_versions() -> dict:
@@ -184,13 +188,6 @@ def _quiet():
         warnings.filterwarnings('ignore', message='.*L-BFGS-B.*deprecated', category=DeprecationWarning)  # raised inside diffprivlib
         yield
 
-def _mean_ci(a: np.ndarray, level: float=0.95) -> tuple:
-    "Mean and a t-interval for the mean of `a`."
-    a = np.asarray(a, dtype=float); m = float(a.mean())
-    if len(a) < 2: return m, m, m
-    h = float(stats.t.ppf(0.5 + level / 2, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
-    return m, m - h, m + h
-
 def paper_setting(X: np.ndarray, # Iris features (150, 4)
                   y: np.ndarray, # Iris labels
                   epsilons=(10., 60.), # The paper's epsilons
@@ -218,7 +215,7 @@ def paper_setting(X: np.ndarray, # Iris features (150, 4)
 def summarise_paper_setting(df: pd.DataFrame) -> pd.DataFrame:
     "Mean accuracy with a 95% interval, median and the share of one-class predictors per objective and epsilon."
     def agg(g):
-        m, lo, hi = _mean_ci(g.accuracy)
+        m, lo, hi = mean_ci(g.accuracy)
         return pd.Series({'mean acc': m, 'ci low': lo, 'ci high': hi, 'median acc': g.accuracy.median(),
                           'one-class share': g.one_class.mean(), 'draws': len(g)})
     return df.groupby(['objective', 'epsilon'])[['accuracy', 'one_class']].apply(agg)
@@ -277,20 +274,23 @@ def iris_trial(X: np.ndarray, # Iris features in cm (150, 4)
     for r in rows: r['trial_budget'] = acct.total()[0]
     return rows
 
+def _iris_job(X, y, epsilons, job):
+    "One (task, seed) trial of `iris_sweep` (a module-level function, so process and cluster backends can ship it)."
+    task, seed = job
+    return iris_trial(X, y, task, epsilons, seed)
+
 def iris_sweep(X: np.ndarray, # Iris features in cm
                y: np.ndarray, # Iris labels
                epsilons, # Grid of epsilons
                n_seeds: int=50, # Trials per epsilon
                tasks=('binary', '3-class'), # Which tasks
                seed: int=0, # Master seed: the same seed gives the same frame
-               n_jobs: int=1, # joblib workers
+               n_jobs: int|None=None, # Workers (see `robustml.core.parallel_map`); None: joblib's active setting
               ) -> pd.DataFrame:
     "Test accuracy of private and non-private models, one row per (task, trial, epsilon)."
-    from joblib import Parallel, delayed
     if n_seeds < 1: raise ValueError("n_seeds must be at least 1")
     jobs = [(t, s) for t in tasks for s in _seeds(seed, n_seeds)]
-    out = Parallel(n_jobs=n_jobs)(delayed(iris_trial)(X, y, t, list(epsilons), s)
-                                  for t, s in progress(jobs, desc='iris trials'))
+    out = parallel_map(partial(_iris_job, X, y, list(epsilons)), jobs, n_jobs=n_jobs, desc='iris trials')
     return pd.DataFrame([r for rows in out for r in rows])
 
 def summarise_sweep(df: pd.DataFrame, # Output of `iris_sweep` or `mia_sweep`
@@ -299,36 +299,10 @@ def summarise_sweep(df: pd.DataFrame, # Output of `iris_sweep` or `mia_sweep`
                    ) -> pd.DataFrame:
     "Per group: mean with a 95% t-interval, the 10th and 90th percentiles, and the number of trials."
     def agg(g):
-        m, lo, hi = _mean_ci(g[value])
+        m, lo, hi = mean_ci(g[value])
         return pd.Series({'mean': m, 'ci_low': lo, 'ci_high': hi, 'p10': g[value].quantile(.1),
                           'p90': g[value].quantile(.9), 'n': len(g)})
     return df.groupby(list(by))[[value]].apply(agg).reset_index()
-
-# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #7b6c6924
-def membership_advantage(loss_in: np.ndarray, # Per-record losses of training members
-                         loss_out: np.ndarray, # Per-record losses of non-members
-                         seed: int=0, # Seed of the calibration/evaluation halves
-                        ) -> dict:
-    "Loss-threshold attack: held-out advantage (threshold fitted on one half, TPR-FPR on the other, both ways) and AUC."
-    loss_in, loss_out = np.asarray(loss_in, float), np.asarray(loss_out, float)
-    if len(loss_in) < 4 or len(loss_out) < 4: raise ValueError("need at least 4 members and 4 non-members")
-    rng = np.random.default_rng(seed)
-    pi, po = rng.permutation(len(loss_in)), rng.permutation(len(loss_out))
-    halves = [(pi[:len(pi) // 2], po[:len(po) // 2]), (pi[len(pi) // 2:], po[len(po) // 2:])]
-    def rates(li, lo, t): return (li[:, None] <= t).mean(0), (lo[:, None] <= t).mean(0)
-    advs = []
-    for (ci, co), (ei, eo) in (halves, halves[::-1]):
-        ts = np.unique(np.r_[loss_in[ci], loss_out[co]])
-        tpr, fpr = rates(loss_in[ci], loss_out[co], ts)
-        t = ts[np.argmax(tpr - fpr)]
-        tpr, fpr = rates(loss_in[ei], loss_out[eo], np.array([t]))
-        advs.append(float(tpr[0] - fpr[0]))
-    auc = float(stats.mannwhitneyu(-loss_in, -loss_out).statistic / (len(loss_in) * len(loss_out)))
-    return {'advantage': float(np.mean(advs)), 'auc': auc}
-
-def dp_advantage_bound(epsilon) -> np.ndarray:
-    "Largest membership advantage (TPR - FPR) any attack can have against an epsilon-DP mechanism: tanh(epsilon/2)."
-    return np.tanh(np.asarray(epsilon, dtype=float) / 2)
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #b929aeb1
 def load_digits_parity() -> tuple:
@@ -378,17 +352,20 @@ def mia_trial(X: np.ndarray, # Features, already publicly scaled
                              train_accuracy=float(m.score(X[mem], y[mem])), **att))
     return rows
 
+def _mia_job(X, y, epsilons, n_members, C, seed):
+    "One trial of `mia_sweep` (module level, so process and cluster backends can ship it)."
+    return mia_trial(X, y, epsilons, seed, n_members, C)
+
 def mia_sweep(X: np.ndarray, y: np.ndarray, # Publicly scaled features and labels
               epsilons, # Grid of epsilons
               n_seeds: int=30, # Trials
               n_members: int=100, C: float=100., # See `mia_trial`
               seed: int=0, # Master seed
-              n_jobs: int=1, # joblib workers
+              n_jobs: int|None=None, # Workers (see `robustml.core.parallel_map`); None: joblib's active setting
              ) -> pd.DataFrame:
     "Membership-inference advantage and test accuracy of non-private (epsilon = inf) and private models over many trials."
-    from joblib import Parallel, delayed
-    out = Parallel(n_jobs=n_jobs)(delayed(mia_trial)(X, y, list(epsilons), s, n_members, C)
-                                  for s in progress(_seeds(seed + 1, n_seeds), desc='attack trials'))
+    out = parallel_map(partial(_mia_job, X, y, list(epsilons), n_members, C), _seeds(seed + 1, n_seeds), n_jobs=n_jobs,
+                       desc='attack trials')
     return pd.DataFrame([r for rows in out for r in rows])
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #30e64af1

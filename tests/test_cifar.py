@@ -7,7 +7,8 @@ import torch
 
 from robustml import cifar, data as rdata
 from robustml.attacks import Normalize, fgsm
-from robustml.core import Results, get_study
+from robustml.core import Results
+from robustml.studies import get_study
 
 
 def test_seed_cnn_shapes_and_widths():

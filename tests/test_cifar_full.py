@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from robustml import cifar, cifar_full as cf, data as rdata
-from robustml.core import Results, get_study
+from robustml.core import Results
+from robustml.studies import get_study
 
 
 def test_resnet9_shapes_widths_and_bad_width():

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from robustml import cifar, cifar_full as cf, cifar_time as ct
-from robustml.core import Results, get_study
+from robustml.core import DataInfo, Results
+from robustml.studies import get_study
 from robustml.cli import main
 
 
@@ -79,12 +80,16 @@ def test_runner_quick_synthetic(data_env, tmp_path, monkeypatch):
 
 
 def test_cli_hands_its_out_folder_to_cifar_time(data_env, tmp_path, monkeypatch, capsys):
-    "`reproduce --out DIR` makes DIR the place cifar-time looks for the cifar-full record, for that run only."
+    "`reproduce cifar-time --out DIR` reuses DIR's cifar-full record (same profile and seed) and looks for it in DIR."
     monkeypatch.delenv('ROBUSTML_RESULTS', raising=False)
+    out = tmp_path/'o'
+    Results('cifar-full', 'quick', DataInfo('cifar10', 'synthetic'), seed=0).save(out/'cifar-full.json')
     seen = []
     def look(*a, **k):
         seen.append(ct.results_dir()); raise RuntimeError('stop here')
     monkeypatch.setattr(ct, 'best_recipe_record', look)
-    assert main(['reproduce', 'cifar-time', '--profile', 'quick', '--out', str(tmp_path/'o')]) == 1
-    assert seen == [tmp_path/'o'] and 'stop here' in capsys.readouterr().err
+    assert main(['reproduce', 'cifar-time', '--profile', 'quick', '--out', str(out)]) == 1
+    io = capsys.readouterr()
+    assert seen == [out] and 'stop here' in io.err and 'reusing' in io.out   # cifar-full was not run again
     assert ct.results_dir() == ct.Path('results')   # restored afterwards
+

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from robustml import ecg
-from robustml.core import Results, get_study
+from robustml.core import Results
+from robustml.studies import get_study
 from robustml.data import DataUnavailable
 
 

@@ -7,7 +7,8 @@ import pytest
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from robustml import fraud as F
-from robustml.core import DataInfo, Results, get_study
+from robustml.core import DataInfo, Results
+from robustml.studies import get_study
 
 
 def small_data(n=6000, rate=0.02, seed=1) -> F.FraudData:
@@ -185,15 +186,15 @@ def test_runner_quick_json_holds_the_table(tmp_path):
         assert len(paper_rows) == len(F.PAPER) and all(r['creditcard.csv (real)'] == 'not available' for r in paper_rows)
 
 
-def test_xgboost_threads_follow_the_openmp_state():
-    "All cores normally; one thread when a busy-waiting OpenMP runtime was loaded first (e.g. by torch), unless PASSIVE is set."
+def test_xgboost_threads_follow_the_package_policy():
+    "XGBoost gets `robustml.core.omp_threads`: one thread under quick, all cores otherwise, one when OpenMP was loaded busy first."
     import os, subprocess, sys
-    code = "import sys; {pre}; import robustml.fraud as F; print(F.XGB_THREADS, F._LATE_OMP)"
-    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
-    run = lambda pre, **extra: subprocess.run([sys.executable, '-c', code.format(pre=pre)], env={**env, **extra},
-                                              capture_output=True, text=True, check=True).stdout.split()
-    assert run('pass') == ['-1', 'False']
-    assert run('import torch', OMP_WAIT_POLICY='PASSIVE') == ['-1', 'False']
+    code = "import sys; {pre}; import robustml.fraud as F, robustml.core as C; print(F.chapter_config('{p}')['xgb']['n_jobs'], C._OMP_BUSY)"
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'ROBUSTML_THREADS')}
+    run = lambda pre, p='course', **extra: subprocess.run([sys.executable, '-c', code.format(pre=pre, p=p)], env={**env, **extra},
+                                                         capture_output=True, text=True, check=True).stdout.split()
+    cores = str(os.cpu_count() or 1)
+    assert run('pass') == [cores, 'False'] and run('pass', 'quick') == ['1', 'False']
+    assert run('import torch', OMP_WAIT_POLICY='PASSIVE') == [cores, 'False']
     late = run('import torch')
-    if late[1] == 'True': assert late[0] == '1'
-    else: assert late[0] == '-1' # this platform's torch maps no libgomp
+    assert late == (['1', 'True'] if late[1] == 'True' else [cores, 'False'])   # some torch builds map no libgomp

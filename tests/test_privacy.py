@@ -166,7 +166,7 @@ def test_public_scaling_and_bad_input(iris):
 
 
 def test_study_registered_and_quick_run():
-    from robustml.core import get_study
+    from robustml.studies import get_study
     st = get_study('iris-dp')
     assert st.runner is P.run_iris_dp and st.paper['eps10_acc'] == 0.42
     res = st.run('quick', seed=0)
@@ -181,3 +181,11 @@ def test_study_registered_and_quick_run():
     assert set(cmp.index) == set(P.PAPER) and cmp.ours.notna().all()
     assert len(res.table) >= 10 and all({'quantity', 'paper', 'ours'} <= set(r) for r in res.table)
     json.dumps(res.to_dict())  # serialisable
+
+
+def test_sweep_in_parallel_equals_serial(iris):
+    "Each trial takes its seed from its job, so joblib workers give exactly the serial numbers."
+    X, y = iris
+    a = P.iris_sweep(X, y, [1., 10.], n_seeds=4, n_jobs=1)
+    b = P.iris_sweep(X, y, [1., 10.], n_seeds=4, n_jobs=2)
+    assert a.equals(b)

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from robustml.attacks import fgsm, pgd, Normalize
-from robustml.training import (AdvTrain, History, OverfitGuard, accuracy, accuracy_vs_eps, bootstrap_ci, correct, fit,
-                               load_state, random_crop_flip, robust_accuracy, save_state, success_rate, worst_case_accuracy)
+from robustml.robust import AdvTrain, OverfitGuard, accuracy_vs_eps, robust_accuracy, success_rate, worst_case_accuracy
+from robustml.training import History, accuracy, correct, fit, load_state, random_crop_flip, save_state
 
 torch.set_num_threads(1)
 
@@ -224,18 +224,6 @@ def test_success_rate_and_worst_case():
     assert worst <= min(robust_accuracy(model, (x, y), shift(-1.5)), robust_accuracy(model, (x, y), shift(1.5)))
     assert worst_case_accuracy(model, (x, y), {'none': shift(0.)}) == accuracy(model, x, y) == 0.75
     with pytest.raises(ValueError, match='shape'): success_rate(model, x, y, x_adv[:2])
-
-
-def test_bootstrap_ci():
-    c = np.r_[np.ones(700), np.zeros(300)]
-    lo, hi = bootstrap_ci(c, n=2000)
-    assert lo < 0.7 < hi and hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.21 / 1000), rel=0.15)
-    assert bootstrap_ci(c) == bootstrap_ci(torch.from_numpy(c).bool())  # deterministic for a seed, accepts tensors
-    lo2, hi2 = bootstrap_ci(np.r_[np.ones(70), np.zeros(30)])
-    assert hi2 - lo2 > hi - lo
-    lo3, hi3 = bootstrap_ci(np.linspace(0, 1, 101))  # non-binary values: plain resampling
-    assert lo3 < 0.5 < hi3
-    with pytest.raises(ValueError): bootstrap_ci([])
 
 
 def test_accuracy_vs_eps():
