@@ -39,6 +39,7 @@ setuptools.setup(
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=['robustml', 'robustml.*']),
     include_package_data = True,
+    package_data = {'robustml.datasets': ['SHA256SUMS']},
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements, 'course': course_requirements },
     dependency_links = cfg.get('dep_links','').split(),

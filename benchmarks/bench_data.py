@@ -10,7 +10,8 @@ import argparse, json, os, platform, sys, tempfile, time
 
 import numpy as np
 
-import robustml.data as D
+import robustml.datasets as D
+from robustml.datasets import expression, images, signals, tabular
 
 
 def timed(fn):
@@ -24,11 +25,11 @@ def bench_cifar(workers: int, repeats: int) -> dict:
         with tempfile.TemporaryDirectory() as cache:
             os.environ['ROBUSTML_CACHE'] = cache
             D._HASH_MEMO.clear()
-            t, arrays = timed(D.load_cifar10)
+            t, arrays = timed(images.load_cifar10)
             cold.append(t)
             assert arrays[0].shape == (50000, 3, 32, 32) and arrays[2].shape == (10000, 3, 32, 32)
             D._HASH_MEMO.clear()  # a new process would hash the source again: include it
-            warm.append(timed(D.load_cifar10)[0])
+            warm.append(timed(images.load_cifar10)[0])
     return dict(workers=workers, first_load_s=[round(t, 2) for t in cold], second_load_s=[round(t, 3) for t in warm])
 
 
@@ -40,16 +41,16 @@ def main(argv=None):
     a = p.parse_args(argv)
     if not D.have('cifar10'): sys.exit('bench_data: CIFAR-10 not found; set ROBUSTML_DATA')
     src = D.find('cifar10', download=False)
-    res = dict(machine=platform.platform(), cpus=D._cpus(), python=platform.python_version(), source=str(src),
+    res = dict(machine=platform.platform(), cpus=images._cpus(), python=platform.python_version(), source=str(src),
                source_mb=round(src.stat().st_size/1e6, 1), load_average=os.getloadavg() if hasattr(os, 'getloadavg') else None)
     old = os.environ.get('ROBUSTML_CACHE')
     try:
-        orig = D.decode_images
+        orig = images.decode_images
         res['cifar10'] = []
         for w in a.workers:
-            D.decode_images = lambda blobs, workers=None, _w=w: orig(blobs, _w)
+            images.decode_images = lambda blobs, workers=None, _w=w: orig(blobs, _w)
             res['cifar10'].append(bench_cifar(w, a.repeats))
-        D.decode_images = orig
+        images.decode_images = orig
     finally:
         if old is None: os.environ.pop('ROBUSTML_CACHE', None)
         else: os.environ['ROBUSTML_CACHE'] = old

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from .core import DataInfo, Results, cpu_threads, get_device, get_profile, progress, set_seed, torch_threads
 from .studies import register_study
-from . import data as rdata
+from .datasets import find, stratified_subset, use_real
+from .datasets.images import CIFAR10_CLASSES, load_cifar10, synthetic_images
 from .attacks import Normalize, fgsm, pgd
 from .robust import AdvTrain, OverfitGuard, robust_correct
 from .stats import bootstrap_ci
@@ -172,20 +173,20 @@ class CifarData:
 
 def _shuffled_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     "A stratified subset of size `n`, in a seeded random order (so prefixes stay roughly stratified)."
-    idx = rdata.stratified_subset(y, n, seed=seed)
+    idx = stratified_subset(y, n, seed=seed)
     return np.random.default_rng(seed).permutation(idx)
 
 def load_chapter_data(cfg: CifarConfig, # The profile's settings
                       seed: int=0, # Seed of the subsets
                      ) -> CifarData:
     "Real CIFAR-10 (JPEG re-encoded) when available, else (quick profile only) synthetic stand-in images."
-    if rdata.use_real('cifar10', cfg.profile):
-        xtr, ytr, xte, yte = rdata.load_cifar10()
-        src, loc, classes = 'real', str(rdata.find('cifar10', download=False)), tuple(rdata.CIFAR10_CLASSES)
+    if use_real('cifar10', cfg.profile):
+        xtr, ytr, xte, yte = load_cifar10()
+        src, loc, classes = 'real', str(find('cifar10', download=False)), tuple(CIFAR10_CLASSES)
         notes = 'CIFAR-10 re-encoded as JPEG (quality ~75): lossy, not bit-identical to the original archive'
     else:
-        xtr, ytr = rdata.synthetic_images(cfg.n_train + cfg.n_val, seed=seed)
-        xte, yte = rdata.synthetic_images(cfg.n_test, seed=seed + 1)
+        xtr, ytr = synthetic_images(cfg.n_train + cfg.n_val, seed=seed)
+        xte, yte = synthetic_images(cfg.n_test, seed=seed + 1)
         src, loc, classes = 'synthetic', None, tuple(f'class {i}' for i in range(10))
         notes = 'synthetic stand-in images (coloured stripes), used because the real CIFAR-10 is absent'
     pool = _shuffled_subset(ytr, min(cfg.n_train + cfg.n_val, len(ytr)), seed)

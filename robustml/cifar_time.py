@@ -15,7 +15,7 @@ import torch.nn as nn
 from .core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
 from .studies import register_study, results_dir
 from .training import correct, fit
-from . import data as rdata
+from .datasets import use_real
 from .cifar import (EPS5, PAPER, RecordingGuard, SeedHistory, evaluate_model, load_chapter_data, pixel_model,
                             seed_adv_train, seed_cnn, select_epoch, summarise)
 from .cifar_full import full_config, run_cifar_full
@@ -148,7 +148,7 @@ def best_recipe_record(profile: str|None=None, # 'quick', 'course' or 'paper'; N
                       ) -> Results:
     "The `cifar-full` record for (`profile`, `seed`, this data source): read from `path` if it holds that one, else trained now and saved there."
     p, path = get_profile(profile), Path(path) if path is not None else results_dir() / 'cifar-full.json'
-    source = 'real' if rdata.use_real('cifar10', p) else 'synthetic'
+    source = 'real' if use_real('cifar10', p) else 'synthetic'
     if path.exists():
         rec = Results.load(path)
         if (rec.study, rec.profile, rec.seed, rec.data.source) == ('cifar-full', p, seed, source) and rec.metrics.get('trajectory'):

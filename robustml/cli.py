@@ -16,14 +16,14 @@ __all__ = ['cmd_data_list', 'cmd_data_verify', 'cmd_data_fetch', 'cmd_studies', 
 # %% ../nbs/foundations/09_cli.ipynb #577c0211
 def cmd_data_list(args) -> int:
     "Print each registered dataset: where it was found, its size and whether its checksum matched."
-    from robustml import data
+    from robustml import datasets as data
     rows = data.status_all(verify=not args.no_verify)
     print(format_table(rows, ['name', 'found', 'where', 'size_mb', 'verified', 'path']))
     return 0
 
 def cmd_data_verify(args) -> int:
     "Verify the named (or all) datasets; return 1 if a present file fails its checksum."
-    from robustml import data
+    from robustml import datasets as data
     names = args.names or None
     try: rows = data.status_all(names=names, verify=True)
     except KeyError as e: return _fail(e, 2)
@@ -34,7 +34,7 @@ def cmd_data_verify(args) -> int:
 
 def cmd_data_fetch(args) -> int:
     "Download dataset `NAME` into the user cache (or report where it already is); 1 if unavailable or corrupt."
-    from robustml import data
+    from robustml import datasets as data
     try: p = data.fetch(args.name)
     except KeyError as e: return _fail(e, 2)
     except (data.DataUnavailable, data.ChecksumError) as e: return _fail(e, 1)

@@ -17,87 +17,22 @@ from torch import Tensor
 
 from .core import DataInfo, Results, by_profile, get_profile, progress, set_seed, timed
 from .studies import register_study
-from .data import ECGRecords, load_cinc2017, use_real
+from .datasets import find, use_real
+from .datasets.signals import CINC2017_CLASSES as CLASSES, FS, GAIN, ECGRecords, load_cinc2017, synthetic_ecg
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
 from .stats import bootstrap_ci, bootstrap_metric
 from .training import fit, predict
 
 # %% auto #0
-__all__ = ['FS', 'GAIN', 'CLASSES', 'KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'PAPER', 'synthetic_ecg', 'plot_ecgs',
-           'load_ecg_data', 'split_records', 'pad_records', 'valid_lengths', 'random_crops', 'crop_augment', 'ECGNet',
-           'oversample', 'cinc_scores', 'attack_batches', 'success_mask', 'hf_energy_fraction', 'total_variation',
-           'collate_and_perturb', 'ecg_config', 'ECGStudy', 'ecg_setup', 'train_ecg', 'attack_ecg', 'sweep_ecg',
-           'collate_ecg', 'results_table', 'ecg_results', 'run_ecg_smooth', 'plot_attack']
+__all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'PAPER', 'plot_ecgs', 'load_ecg_data', 'split_records',
+           'pad_records', 'valid_lengths', 'random_crops', 'crop_augment', 'ECGNet', 'oversample', 'cinc_scores',
+           'attack_batches', 'success_mask', 'hf_energy_fraction', 'total_variation', 'collate_and_perturb',
+           'ecg_config', 'ECGStudy', 'ecg_setup', 'train_ecg', 'attack_ecg', 'sweep_ecg', 'collate_ecg',
+           'results_table', 'ecg_results', 'run_ecg_smooth', 'plot_attack']
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #49232144
-FS = 300. # Sampling rate of the CinC 2017 recordings (Hz)
-GAIN = 1000. # Raw units per mV (so 10 raw units = 0.01 mV)
-CLASSES = ('Normal', 'AF', 'Other', 'Noisy')
 KERNEL_SIZES = (5, 7, 11, 15, 19) # Gaussian kernel lengths of the smoothed attack (samples)
 SIGMAS = (1, 3, 5, 7, 10) # Gaussian widths of the smoothed attack (samples)
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #e4b895b6
-# (centre relative to the R peak in s, amplitude in mV, width sigma in s) of the P, Q, R, S and T waves of a sinus beat
-_WAVES = np.array([[-0.16, 0.12, 0.025], [-0.025, -0.12, 0.008], [0., 1.0, 0.010], [0.025, -0.25, 0.009], [0.26, 0.30, 0.045]])
-
-def _beat_times(rng: np.random.Generator, duration: float, cls: int) -> tuple[np.ndarray, np.ndarray]:
-    "R-peak times (s) and a per-beat 'ventricular ectopic' flag for a record of class `cls`."
-    if cls == 1: hr, spread = rng.uniform(80, 140), 0.25   # AF: fast, irregularly irregular
-    else: hr, spread = rng.uniform(55, 95), 0.03
-    rr0 = 60. / hr
-    n = int(duration / rr0 * 1.6) + 4
-    rr = rr0 * (rng.lognormal(0., spread, n) if cls == 1 else 1 + spread * rng.standard_normal(n))
-    pvc = np.zeros(n, bool)
-    if cls == 2:  # premature ventricular contractions: early beat, then a compensatory pause
-        pvc = rng.random(n) < rng.uniform(0.15, 0.35)
-        pvc[0] = False
-        rr = np.where(pvc, 0.6 * rr, rr)
-        rr[1:] = np.where(pvc[:-1], 1.4 * rr[1:], rr[1:])
-    t = rng.uniform(0, rr0) + np.concatenate([[0.], np.cumsum(rr[:-1])])
-    keep = t < duration + 0.5
-    return t[keep], pvc[keep]
-
-def _one_ecg(rng: np.random.Generator, length: int, cls: int, fs: float) -> np.ndarray:
-    "One synthetic single-lead ECG of class `cls` in mV."
-    t = np.arange(length) / fs
-    tb, pvc = _beat_times(rng, length / fs, cls)
-    w = np.repeat(_WAVES[None], len(tb), 0).copy()                       # (beats, 5 waves, 3)
-    w[:, :, 1] *= rng.uniform(0.9, 1.1, (len(tb), 1))                    # beat-to-beat amplitude variation
-    w[:, 4, 0] *= rng.uniform(0.9, 1.1)                                   # QT varies between people
-    if cls == 1: w[:, 0, 1] = 0.                                          # AF: no P wave
-    if pvc.any():                                                         # ectopic beats: no P, wide QRS, inverted T
-        w[pvc, 0, 1] = 0.; w[pvc, 1:4, 2] *= 3.5; w[pvc, 2, 1] *= 1.3; w[pvc, 4, 1] *= -1.2
-    c = (tb[:, None] + w[:, :, 0]).reshape(-1, 1)
-    a, s = w[:, :, 1].reshape(-1, 1), w[:, :, 2].reshape(-1, 1)
-    x = (a * np.exp(-0.5 * ((t[None] - c) / s) ** 2)).sum(0)
-    x *= rng.uniform(0.6, 1.5)                                            # lead placement / body habitus
-    x += rng.uniform(0.03, 0.15) * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 2 * np.pi))  # baseline wander
-    x += rng.uniform(0.005, 0.02) * rng.standard_normal(length)
-    if cls == 1:  # fibrillatory waves with a drifting frequency
-        f = rng.uniform(4, 9) + 0.5 * np.sin(2 * np.pi * 0.2 * t)
-        x += rng.uniform(0.03, 0.08) * np.sin(2 * np.pi * np.cumsum(f) / fs)
-    if cls == 3:  # noisy: a weak trace under broadband noise and motion artefacts
-        x *= rng.uniform(0.2, 0.5)
-        x += rng.uniform(0.1, 0.3) * rng.standard_normal(length)
-        x += np.cumsum(rng.standard_normal(length)) * rng.uniform(0.005, 0.02)
-    return x
-
-def synthetic_ecg(n: int=40, # Number of records (classes cycle, so they are balanced)
-                  length: int=9000, # Maximum record length in samples
-                  min_length: int|None=None, # Minimum length; `None` means half of `length` (records vary in length)
-                  fs: float=FS, # Sampling rate (Hz)
-                  gain: float=GAIN, # Raw units per mV
-                  seed: int=0, # Seed of the generator
-                 ) -> ECGRecords: # Signals in raw units (float32), labels 0..3 (Normal, AF, Other, Noisy)
-    "Labelled synthetic single-lead ECGs built from Gaussian P, QRS and T waves; a stand-in for CinC 2017."
-    if n < 1: raise ValueError(f"n must be >= 1, got {n}")
-    min_length = length // 2 if min_length is None else min_length
-    if not 1 <= min_length <= length: raise ValueError(f"need 1 <= min_length <= length, got {min_length}, {length}")
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % 4).astype(np.int64)
-    sig = [(_one_ecg(rng, int(rng.integers(min_length, length + 1)), int(c), fs) * gain).astype(np.float32) for c in labels]
-    return ECGRecords(signals=sig, labels=labels, records=[f'S{i:05d}' for i in range(n)], fs=float(fs), gain=float(gain),
-                      source='synthetic')
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #5a5e79b5
 def plot_ecgs(rec: ECGRecords, # Records to draw from
@@ -128,7 +63,6 @@ def load_ecg_data(profile: str|None=None, # Profile; `None` reads the environmen
     "The CinC 2017 records (real when present; synthetic only under `quick`) and where they came from."
     profile = get_profile(profile)
     if use_real('cinc2017', profile):
-        from robustml.data import find
         rec = load_cinc2017()
         loc = str(find('cinc2017', download=False))
         counts = {c: int((rec.labels == i).sum()) for i, c in enumerate(rec.classes)}

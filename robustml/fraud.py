@@ -23,63 +23,21 @@ from imblearn.under_sampling import RandomUnderSampler
 from xgboost import XGBClassifier
 
 from .core import DataInfo, Results, by_profile, get_profile, omp_threads, progress, set_seed, timed
+from .datasets import find, have, stratified_subset, use_real
+from .datasets.tabular import (N_TRANSACTIONS, SIMULATED, load_creditcard, load_mammography, synthetic_creditcard,
+                                       synthetic_imbalanced)
 from .studies import register_study
 from .stats import nadeau_bengio_ci
 
 # %% auto #0
-__all__ = ['DAY', 'N_TRANSACTIONS', 'N_FRAUDS', 'SIMULATED', 'METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER', 'FIT_LOG',
-           'simulate_transactions', 'FraudData', 'load_transactions', 'load_mammography_data', 'load_chapter_data',
-           'subset', 'chapter_config', 'threshold_metrics', 'dummy_baseline', 'xgb_classifier', 'make_pipeline',
-           'fit_method', 'positive_scores', 'methods_for', 'seed_protocol', 'seed_table', 'scaler_leak_effect',
-           'smote_before_split', 'row_hashes', 'seen_rows', 'RecordingScaler', 'pick_threshold', 'cost_curve',
-           'split_indices', 'evaluate_split', 'Holdout', 'holdout_eval', 'plot_pr_curves', 'plot_confusions', 'cv_eval',
-           'cv_summary', 'operating_point_view', 'hessian_check', 'plot_cost_curves', 'comparison_table', 'verdict',
-           'analyse', 'make_results', 'run_fraud_resampling']
-
-# %% ../nbs/ch5_fraud/50_resampling.ipynb #38038ed6
-DAY = 86_400 # Seconds in a day
-N_TRANSACTIONS, N_FRAUDS = 284_807, 492 # Size of the real creditcard.csv
-SIMULATED = 'SIMULATED' # Label that every output built on simulated transactions carries
-
-_FRAUD_SHIFT = {1: -1.5, 2: 1.5, 3: -2.5, 4: 2.5, 7: -2., 9: -1.5, 10: -3., 11: 2.5, 12: -3.5, 14: -4., 16: -2.5, 17: -3.5, 18: -1.5}
-
-def _time_of_day(rng: np.random.Generator, # Random generator
-                 n: int, # Number of times to draw
-                 amp: float, # Amplitude of the daily cycle (0 = flat)
-                 peak_h: float=14., # Busiest hour of the day
-                ) -> np.ndarray: # Seconds since midnight
-    "Draw `n` times of day from a density proportional to `1 + amp*cos(2*pi*(h - peak_h)/24)`."
-    grid = np.arange(0, DAY, 60.)
-    cdf = np.cumsum(1 + amp*np.cos(2*np.pi*(grid/3600 - peak_h)/24)); cdf /= cdf[-1]
-    return np.interp(rng.random(n), cdf, grid) + rng.uniform(0, 60, n)
-
-def simulate_transactions(n: int=N_TRANSACTIONS, # Number of transactions
-                          fraud_rate: float=N_FRAUDS/N_TRANSACTIONS, # Share of frauds (default: 492 in 284,807)
-                          seed: int=0, # Seed of the generator
-                          separation: float=1., # Scale of the frauds' shift (smaller = harder)
-                         ) -> pd.DataFrame: # Columns Time, V1..V28, Amount, Class (1 = fraud), sorted by Time
-    "SIMULATED credit-card transactions shaped like `creditcard.csv` (see the assumptions in chapter 5)."
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2: raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    if not 0 < fraud_rate < 1: raise ValueError(f"fraud_rate must lie in (0, 1), got {fraud_rate!r}")
-    if separation < 0: raise ValueError(f"separation must be >= 0, got {separation!r}")
-    rng = np.random.default_rng(seed)
-    nf = min(max(1, int(round(n*fraud_rate))), n - 1)
-    y = np.zeros(n, np.int64); y[rng.choice(n, nf, replace=False)] = 1
-    fr = y == 1
-    t = np.where(fr, _time_of_day(rng, n, 0.25), _time_of_day(rng, n, 0.8)) + DAY*rng.integers(0, 2, n)
-    V = rng.standard_t(5, (n, 28))/np.sqrt(5/3) # unit variance, heavy tails
-    shift = np.zeros(28)
-    for j, d in _FRAUD_SHIFT.items(): shift[j-1] = d
-    strength = rng.gamma(2., 0.5, nf)*separation
-    V[fr] = V[fr]*1.5 + strength[:, None]*shift
-    V *= np.geomspace(1.95, 0.33, 28)
-    small = rng.random(n) < 0.5
-    amount = np.where(fr, np.where(small, rng.lognormal(0.5, 1., n), rng.lognormal(4.5, 1.2, n)), rng.lognormal(3., 1.4, n))
-    df = pd.DataFrame(V, columns=[f'V{i}' for i in range(1, 29)])
-    df.insert(0, 'Time', np.round(t))
-    df['Amount'] = np.round(amount, 2)
-    df['Class'] = y
-    return df.sort_values('Time', kind='stable').reset_index(drop=True)
+__all__ = ['METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER', 'FIT_LOG', 'FraudData', 'load_transactions',
+           'load_mammography_data', 'load_chapter_data', 'subset', 'chapter_config', 'threshold_metrics',
+           'dummy_baseline', 'xgb_classifier', 'make_pipeline', 'fit_method', 'positive_scores', 'methods_for',
+           'seed_protocol', 'seed_table', 'scaler_leak_effect', 'smote_before_split', 'row_hashes', 'seen_rows',
+           'RecordingScaler', 'pick_threshold', 'cost_curve', 'split_indices', 'evaluate_split', 'Holdout',
+           'holdout_eval', 'plot_pr_curves', 'plot_confusions', 'cv_eval', 'cv_summary', 'operating_point_view',
+           'hessian_check', 'plot_cost_curves', 'comparison_table', 'verdict', 'analyse', 'make_results',
+           'run_fraud_resampling']
 
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #766920b1
 @dataclass
@@ -114,20 +72,19 @@ def load_transactions(profile: str|None=None, # Profile; `None` reads the active
                       n_quick: int=30_000, # Rows under the `quick` profile
                      ) -> FraudData:
     "`creditcard.csv` when it is found, else SIMULATED transactions (all 284,807 rows; `n_quick` under `quick`)."
-    from robustml import data
     profile = get_profile(profile)
-    if data.have('creditcard'):
-        df = data.load_creditcard()
-        where = str(data.find('creditcard', download=False))
-        if profile == 'quick': df = df.iloc[data.stratified_subset(df['Class'].to_numpy(), n_quick, seed=seed)]
+    if have('creditcard'):
+        df = load_creditcard()
+        where = str(find('creditcard', download=False))
+        if profile == 'quick': df = df.iloc[stratified_subset(df['Class'].to_numpy(), n_quick, seed=seed)]
         info = DataInfo('creditcard', 'real', {'rows': len(df), 'frauds': int(df.Class.sum())}, where,
                         'Kaggle/ULB credit-card fraud data, SHA-256 verified' + (' (stratified quick subset)' if profile == 'quick' else ''))
         key, label = 'creditcard', 'creditcard.csv (real)'
     else:
         n = n_quick if profile == 'quick' else N_TRANSACTIONS
-        df = simulate_transactions(n, seed=seed)
+        df = synthetic_creditcard(n, seed=seed)
         info = DataInfo('creditcard-simulated', 'synthetic', {'rows': n, 'frauds': int(df.Class.sum())}, None,
-                        f"{SIMULATED} transactions from robustml.fraud.simulate_transactions(seed={seed}); "
+                        f"{SIMULATED} transactions from robustml.datasets.tabular.synthetic_creditcard(seed={seed}); "
                         "creditcard.csv was not found, so no number here is comparable with the paper's")
         key, label = 'simulated', f'{SIMULATED} transactions'
     X, y = _check_xy(df.drop(columns='Class'), df['Class'].to_numpy())
@@ -137,15 +94,14 @@ def load_mammography_data(profile: str|None=None, # Profile; `None` reads the ac
                           seed: int=0, # Seed of the synthetic stand-in
                          ) -> FraudData:
     "The real mammography micro-calcification data; under `quick` only, a labelled synthetic stand-in when it is missing."
-    from robustml import data
     profile = get_profile(profile)
-    if data.use_real('mammography', profile):
-        X, y = data.load_mammography()
+    if use_real('mammography', profile):
+        X, y = load_mammography()
         info = DataInfo('mammography', 'real', {'rows': len(y), 'positives': int(y.sum())},
-                        str(data.find('mammography', download=False)), 'Woods et al. 1993 micro-calcifications')
+                        str(find('mammography', download=False)), 'Woods et al. 1993 micro-calcifications')
         key, label = 'mammography', 'mammography (real)'
     else:
-        X, y = data.synthetic_imbalanced(seed=seed)
+        X, y = synthetic_imbalanced(seed=seed)
         info = DataInfo('mammography-synthetic', 'synthetic', {'rows': len(y), 'positives': int(y.sum())}, None,
                         'SYNTHETIC stand-in: mammography.csv was not found (quick profile)')
         key, label = 'mammography-synthetic', 'SYNTHETIC mammography stand-in'
@@ -164,7 +120,6 @@ def subset(d: FraudData, # A dataset
           ) -> FraudData:
     "A stratified subset of `d` (class shares kept), labelled as such."
     if n is None or n >= len(d.y): return d
-    from robustml.data import stratified_subset
     i = stratified_subset(d.y, n, seed=seed)
     info = dataclasses.replace(d.info, sizes={**d.info.sizes, 'subset': n}, notes=(d.info.notes + f'; stratified subset of {n:,} rows').lstrip('; '))
     return dataclasses.replace(d, label=f'{d.label}, {n:,}-row subset', X=d.X.iloc[i].reset_index(drop=True), y=d.y[i], info=info)

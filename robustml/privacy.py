@@ -121,8 +121,8 @@ def plot_laplace_neighbours(count: int=50, # The true count on D; D' has count -
 def load_iris_data() -> tuple:
     "Iris as `(X float64 (150, 4) in cm, y int64, feature_names, target_names, DataInfo)`."
     try:
-        from robustml.data import load_iris
-        X, y, fn, tn = load_iris(); where = 'robustml.data.load_iris (the copy bundled with scikit-learn)'
+        from robustml.datasets.tabular import load_iris
+        X, y, fn, tn = load_iris(); where = 'robustml.datasets.tabular.load_iris (the copy bundled with scikit-learn)'
     except (ImportError, AttributeError):
         from sklearn.datasets import load_iris as _li
         b = _li(); X, y, fn, tn = b.data, b.target, list(b.feature_names), list(b.target_names)

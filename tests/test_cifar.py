@@ -3,9 +3,11 @@ import json
 
 import numpy as np
 import pytest
+
+from robustml.datasets.images import synthetic_images
 import torch
 
-from robustml import cifar, data as rdata
+from robustml import cifar, datasets as rdata
 from robustml.attacks import Normalize, fgsm
 from robustml.core import Results
 from robustml.studies import get_study
@@ -129,7 +131,7 @@ def test_data_real_splits_are_disjoint(shared_data):
 def test_evaluate_and_summarise():
     torch.manual_seed(0)
     cfg = cifar.cifar_config('quick')
-    x, y = rdata.synthetic_images(64, seed=3)
+    x, y = synthetic_images(64, seed=3)
     d = cifar.CifarData(*(torch.from_numpy(a) for a in (x, y, x, y, x, y)), info=None)
     cfg.n_test, cfg.n_pgd, cfg.n_strong = 64, 16, 8
     m = cifar.pixel_model(cifar.seed_cnn(0.125)).eval()

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from robustml import cifar, cifar_full as cf, data as rdata
+from robustml import cifar, cifar_full as cf, datasets as rdata
 from robustml.core import Results
 from robustml.studies import get_study
 

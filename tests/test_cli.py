@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-import robustml.data as D
+import robustml.datasets as D
+from robustml.datasets import expression, images, signals, tabular
 from robustml.cli import main
 
 

@@ -1,4 +1,4 @@
-"Tests of `robustml.data`: verified downloads, the search order, loaders on small fixtures and on the real data."
+"Tests of `robustml.datasets`: verified downloads, the search order, loaders on small fixtures and on the real data."
 import dataclasses
 import gzip
 import hashlib
@@ -19,8 +19,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-import robustml.data as D
-from robustml.data import ChecksumError, DataUnavailable, Form
+import robustml.datasets as D
+from robustml.datasets import expression, images, signals, tabular
+from robustml.datasets import ChecksumError, DataUnavailable, Form
 
 
 def sha(b: bytes) -> str: return hashlib.sha256(b).hexdigest()
@@ -118,11 +119,11 @@ def test_fetch_downloads_into_cache_then_finds_it(data_env, http_server, fake_re
     assert D.have('creditcard') and D.use_real('creditcard', 'course')
     st_ = D.status('creditcard')
     assert st_['where'] == 'cache' and st_['verified'] is True
-    df = D.load_creditcard()
+    df = tabular.load_creditcard()
     assert df.shape == (2, 31) and df['Class'].tolist() == [0, 1] and df['Class'].dtype == np.int64
     p.write_bytes(csv.replace(b'20', b'21'))  # corrupt the cached copy
     assert D.status('creditcard')['verified'] is False
-    with pytest.raises(ChecksumError): D.load_creditcard()
+    with pytest.raises(ChecksumError): tabular.load_creditcard()
 
 
 def test_fetch_corrupt_download_is_rejected(data_env, http_server, fake_registry, monkeypatch):
@@ -150,7 +151,7 @@ def test_offline_message_and_use_real(data_env):
         msg = str(ei.value)
         assert 'creditcard' in msg and 'storage.googleapis.com' in msg and 'ROBUSTML_DATA' in msg and str(data_env) in msg
     with pytest.raises(DataUnavailable, match='cannot download'): D.find('golub')
-    with pytest.raises(DataUnavailable) as ei: D.load_cifar10()
+    with pytest.raises(DataUnavailable) as ei: images.load_cifar10()
     assert 'cifar-10-binary.tar.gz' in str(ei.value) and isinstance(ei.value, FileNotFoundError)
     e2 = pickle.loads(pickle.dumps(ei.value))
     assert str(e2) == str(ei.value)
@@ -196,19 +197,19 @@ def cifar_binary_archive(path: Path, n_per_batch=7, seed=0):
         x = rng.integers(0, 256, (n_per_batch, 3, 32, 32), dtype=np.uint8); y = rng.integers(0, 10, n_per_batch).astype(np.uint8)
         files[f'cifar-10-batches-bin/{name}'] = np.concatenate([y[:, None], x.reshape(n_per_batch, -1)], 1).tobytes()
         xs.append(x); ys.append(y)
-    files['cifar-10-batches-bin/batches.meta.txt'] = '\n'.join(D.CIFAR10_CLASSES).encode()
+    files['cifar-10-batches-bin/batches.meta.txt'] = '\n'.join(images.CIFAR10_CLASSES).encode()
     path.write_bytes(tar_bytes(files))
     return np.concatenate(xs[:5]), np.concatenate(ys[:5]).astype(np.int64), xs[5], ys[5].astype(np.int64)
 
 
 def test_cifar_binary(data_env, tmp_path, monkeypatch):
     ref = cifar_binary_archive(tmp_path/'cifar-10-binary.tar.gz')
-    got = D.load_cifar10(tmp_path/'cifar-10-binary.tar.gz')
+    got = images.load_cifar10(tmp_path/'cifar-10-binary.tar.gz')
     for a, b in zip(got, ref): assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()
     assert got[0].shape == (35, 3, 32, 32) and got[1].dtype == np.int64
     # the second load comes from the cache: decoding must not run again
-    monkeypatch.setattr(D, '_decode_cifar', lambda *a, **k: (_ for _ in ()).throw(AssertionError('decoded twice')))
-    again = D.load_cifar10(tmp_path/'cifar-10-binary.tar.gz')
+    monkeypatch.setattr(images, '_decode_cifar', lambda *a, **k: (_ for _ in ()).throw(AssertionError('decoded twice')))
+    again = images.load_cifar10(tmp_path/'cifar-10-binary.tar.gz')
     assert all((a == b).all() for a, b in zip(again, ref))
     cached = list((data_env/'arrays').iterdir())
     assert sorted(p.name for p in cached if p.is_dir()) == [f"cifar10-{D._fingerprint(tmp_path/'cifar-10-binary.tar.gz')[:20]}"]
@@ -219,14 +220,14 @@ def test_cifar_found_file_with_wrong_checksum_is_refused(data_env, tmp_path, mon
     root = tmp_path/'root'; (root/'cifar10').mkdir(parents=True)
     cifar_binary_archive(root/'cifar10'/'cifar-10-binary.tar.gz')  # right name, not the published file
     monkeypatch.setenv('ROBUSTML_DATA', str(root))
-    with pytest.raises(ChecksumError, match='published checksum'): D.load_cifar10()
+    with pytest.raises(ChecksumError, match='published checksum'): images.load_cifar10()
     assert D.status('cifar10')['verified'] is False
 
 
 def test_cifar_binary_rejects_bad_records(data_env, tmp_path):
     tmp_path.joinpath('bad.tar.gz').write_bytes(tar_bytes({'cifar-10-batches-bin/test_batch.bin': b'\x00' * 3072,
                                                           **{f'cifar-10-batches-bin/data_batch_{i}.bin': b'' for i in range(1, 6)}}))
-    with pytest.raises(ValueError, match='3,073-byte'): D.load_cifar10(tmp_path/'bad.tar.gz', cache=False)
+    with pytest.raises(ValueError, match='3,073-byte'): images.load_cifar10(tmp_path/'bad.tar.gz', cache=False)
 
 
 def image_tree(n_per_class=3, seed=0, fmt='PNG'):
@@ -234,7 +235,7 @@ def image_tree(n_per_class=3, seed=0, fmt='PNG'):
     rng = np.random.default_rng(seed)
     files, truth = {}, {}
     for split, k in (('train', n_per_class), ('test', 1)):
-        for c, cls in enumerate(D.CIFAR10_CLASSES):
+        for c, cls in enumerate(images.CIFAR10_CLASSES):
             for i in range(k):
                 a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 b = io.BytesIO(); Image.fromarray(a).save(b, fmt); b = b.getvalue()
@@ -251,7 +252,7 @@ def test_cifar_image_tree(data_env, tmp_path, layout):
         src = tmp_path/'cifar10-jpeg'
     else:
         src = tmp_path/'tree.tar.gz'; src.write_bytes(tar_bytes(files))
-    xtr, ytr, xte, yte = D.load_cifar10(src, workers=1)
+    xtr, ytr, xte, yte = images.load_cifar10(src, workers=1)
     assert xtr.shape == (30, 3, 32, 32) and xte.shape == (10, 3, 32, 32) and xtr.dtype == np.uint8 and ytr.dtype == np.int64
     assert np.bincount(ytr).tolist() == [3] * 10 and sorted(yte.tolist()) == list(range(10))
     lookup = {a.tobytes(): (c, s) for a, c, s in truth.values()}  # PNG is lossless: every pixel must match
@@ -262,8 +263,8 @@ def test_cifar_image_tree(data_env, tmp_path, layout):
 def test_cifar_tree_jpeg_fast_path_and_workers(data_env, tmp_path):
     files, truth = image_tree(n_per_class=450, fmt='JPEG')  # 4,600 images: enough for the parallel path
     src = tmp_path/'tree.tar.gz'; src.write_bytes(tar_bytes(files))
-    one = D.load_cifar10(src, workers=1, cache=False)
-    two = D.load_cifar10(src, workers=2, cache=False)
+    one = images.load_cifar10(src, workers=1, cache=False)
+    two = images.load_cifar10(src, workers=2, cache=False)
     assert all((a == b).all() for a, b in zip(one, two))
     ref = {np.asarray(Image.open(io.BytesIO(b)).convert('RGB')).tobytes() for b in truth}
     assert all(x.transpose(1, 2, 0).tobytes() in ref for x in one[2])
@@ -271,7 +272,7 @@ def test_cifar_tree_jpeg_fast_path_and_workers(data_env, tmp_path):
 
 def test_cifar_tree_bad_class(data_env, tmp_path):
     src = tmp_path/'t.tar.gz'; src.write_bytes(tar_bytes({'x/train/unicorn/0000.png': b'x'}))
-    with pytest.raises(ValueError, match='unicorn'): D.load_cifar10(src, cache=False)
+    with pytest.raises(ValueError, match='unicorn'): images.load_cifar10(src, cache=False)
 
 
 def test_cifar_concurrent_first_loads(data_env, tmp_path):
@@ -279,8 +280,9 @@ def test_cifar_concurrent_first_loads(data_env, tmp_path):
     files, _ = image_tree(n_per_class=20)
     src = tmp_path/'tree.tar.gz'; src.write_bytes(tar_bytes(files))
     code = textwrap.dedent(f"""
-        import hashlib, robustml.data as D
-        a = D.load_cifar10({str(src)!r}, workers=1)
+        import hashlib
+        from robustml.datasets import images
+        a = images.load_cifar10({str(src)!r}, workers=1)
         print(hashlib.sha256(b''.join(x.tobytes() for x in a)).hexdigest())
     """)
     env = {**os.environ, 'ROBUSTML_CACHE': str(data_env)}
@@ -320,21 +322,21 @@ def test_mias(tmp_path, layout):
         src = tmp_path/'all-mias.tar.gz'
         src.write_bytes(tar_bytes({**{f'{k}.pgm': pgm(a) for k, a in imgs.items()}, 'Info.txt': INFO.encode()}))
         assert pgm(imgs['mdb001'])[:2] == b'P5'
-    m = D.load_mias(src)
+    m = images.load_mias(src)
     assert m.refs == ['mdb001', 'mdb002', 'mdb003'] and m.images.shape == (3, 1024, 1024) and m.images.dtype == np.uint8
     assert all((m.images[i] == imgs[r]).all() for i, r in enumerate(m.refs))  # lossless
     assert m.labels.tolist() == [1, 0, 2] and list(m.tissue) == ['G', 'F', 'D']
     les = m.lesions.set_index('ref')
     assert les.loc['mdb001', 'row'] == 1024 - 425 and les.loc['mdb001', 'col'] == 535
-    small = D.load_mias(src, size=256, refs=['mdb001'])
+    small = images.load_mias(src, size=256, refs=['mdb001'])
     assert small.images.shape == (1, 256, 256) and small.lesions.row.tolist() == [round((1024 - 425)/4)]
     assert small.lesions.radius.tolist() == [round(197/4)]
-    with pytest.raises(ValueError, match='mdb999'): D.load_mias(src, refs=['mdb999'])
+    with pytest.raises(ValueError, match='mdb999'): images.load_mias(src, refs=['mdb999'])
 
 
 def test_mias_info_parse_errors():
-    with pytest.raises(ValueError): D.parse_mias_info('nothing here')
-    with pytest.raises(ValueError): D.parse_mias_info('mdb001 Q CIRC B 1 2 3')
+    with pytest.raises(ValueError): images.parse_mias_info('nothing here')
+    with pytest.raises(ValueError): images.parse_mias_info('mdb001 Q CIRC B 1 2 3')
 
 
 # ---------------------------------------------------------------- CinC 2017
@@ -359,7 +361,7 @@ def test_cinc2017(tmp_path, layout):
         src = tmp_path/'training2017.zip'
         with zipfile.ZipFile(src, 'w') as zf:
             for f in (tmp_path/'training2017').iterdir(): zf.write(f, f'training2017/{f.name}')
-    e = D.load_cinc2017(src)
+    e = signals.load_cinc2017(src)
     assert e.records == list(recs) and e.labels.tolist() == [0, 3, 1, 2] and e.fs == 300 and e.gain == 1000
     assert all(s.dtype == np.float32 and (s == recs[r][1]).all() for s, r in zip(e.signals, e.records))
     assert e.lengths.tolist() == [2700, 3300, 9000, 2700] and e.classes == ('Normal', 'AF', 'Other', 'Noisy')
@@ -370,11 +372,11 @@ def test_cinc2017(tmp_path, layout):
 
 def test_cinc2017_errors(tmp_path):
     write_cinc(tmp_path/'a', {'A00001': ('X', np.zeros(10))})
-    with pytest.raises(ValueError, match="unknown label 'X'"): D.load_cinc2017(tmp_path/'a')
+    with pytest.raises(ValueError, match="unknown label 'X'"): signals.load_cinc2017(tmp_path/'a')
     write_cinc(tmp_path/'b', {'A00001': ('N', np.zeros(10))}); (tmp_path/'b'/'A00001.mat').unlink()
-    with pytest.raises(ValueError, match='missing'): D.load_cinc2017(tmp_path/'b')
-    assert D.parse_header('A 1 300 9000\nA.mat 16+24 1000/mV 16 0 -127 0 0 ECG') == (300., 1000., 9000)
-    assert D.parse_header('A 1 250 10\nA.dat 16 200(5)/mV') == (250., 200., 10)
+    with pytest.raises(ValueError, match='missing'): signals.load_cinc2017(tmp_path/'b')
+    assert signals.parse_header('A 1 300 9000\nA.mat 16+24 1000/mV 16 0 -127 0 0 ECG') == (300., 1000., 9000)
+    assert signals.parse_header('A 1 250 10\nA.dat 16 200(5)/mV') == (250., 200., 10)
 
 
 # ---------------------------------------------------------------- tabular / expression
@@ -383,10 +385,10 @@ def test_mammography_class_codings(tmp_path):
     for coding, expect in (([0, 1, 0], [0, 1, 0]), ([-1, 1, -1], [0, 1, 0]), (["'-1'", "'1'", "'-1'"], [0, 1, 0])):
         p = tmp_path/'m.csv'
         pd.DataFrame({'X1': [1., 2., 3.], 'X2': [0., 0., 1.], 'Class': coding}).to_csv(p, index=False)
-        X, y = D.load_mammography(p)
+        X, y = tabular.load_mammography(p)
         assert y.tolist() == expect and y.dtype == np.int64 and list(X.columns) == ['X1', 'X2'] and (X.dtypes == np.float64).all()
     pd.DataFrame({'X1': [1.], 'Class': [2]}).to_csv(p, index=False)
-    with pytest.raises(ValueError, match='neither'): D.load_mammography(p)
+    with pytest.raises(ValueError, match='neither'): tabular.load_mammography(p)
 
 
 def test_mammography_from_imblearn_collection(tmp_path):
@@ -394,7 +396,7 @@ def test_mammography_from_imblearn_collection(tmp_path):
     (tmp_path/'x25data.npz').write_bytes(b)
     (tmp_path/'bench.tar.gz').write_bytes(tar_bytes({'zenodo/x25data.npz': b, 'zenodo/x1data.npz': b'other'}))
     for src in ('x25data.npz', 'bench.tar.gz'):
-        X, y = D.load_mammography(tmp_path/src)
+        X, y = tabular.load_mammography(tmp_path/src)
         assert list(X.columns) == ['X1', 'X2', 'X3'] and X.iloc[1, 2] == 5 and y.tolist() == [0, 1, 0, 0]
 
 
@@ -406,7 +408,7 @@ def test_golub_order_and_labels(tmp_path):
     (tmp_path/'data_set_ALL_AML_train.csv').write_text(golub_csv([2, 1, 3]))
     (tmp_path/'data_set_ALL_AML_independent.csv').write_text(golub_csv([5, 4]))
     (tmp_path/'actual.csv').write_text('patient,cancer\n1,ALL\n2,AML\n3,ALL\n4,AML\n5,ALL\n')
-    g = D.load_golub(tmp_path)
+    g = expression.load_golub(tmp_path)
     assert list(g.X_train.index) == [1, 2, 3] and list(g.X_train.columns) == ['P0', 'P1', 'P2']
     assert g.X_train.loc[2, 'P1'] == 21 and g.y_train.tolist() == [0, 1, 0] and g.y_test.tolist() == [1, 0]
 
@@ -418,19 +420,19 @@ def test_tcga(tmp_path):
             df = pd.DataFrame(np.arange(n*k).reshape(n, k), columns=[f'{omic}{j}' for j in range(k)])
             df.insert(0, 'subtype', sub); df.insert(0, 'sample', [f'S{i}' for i in range(n)])
             df.to_csv(tmp_path/f'{split}_{omic}.csv', index=False)
-    t = D.load_tcga_breast(('mrna', 'mirna'), tmp_path)
+    t = expression.load_tcga_breast(('mrna', 'mirna'), tmp_path)
     assert t.X_train.shape == (4, 5) and t.X_test.shape == (2, 5) and t.y_train.tolist() == [0, 1, 2, 2]
     assert list(t.X_train.columns[:1]) == ['mrna:mrna0']
-    assert D.load_tcga_breast('mrna', tmp_path).X_train.columns.tolist() == ['mrna0', 'mrna1', 'mrna2']
+    assert expression.load_tcga_breast('mrna', tmp_path).X_train.columns.tolist() == ['mrna0', 'mrna1', 'mrna2']
     prot = pd.DataFrame({'sample': [f'S{i}' for i in range(4)], 'subtype': ['Basal', 'Her2', 'LumA', 'LumA'], 'P1': [1., 2., 3., 4.]})
     prot.to_csv(tmp_path/'train_protein.csv', index=False)
-    p = D.load_tcga_breast('protein', tmp_path)
+    p = expression.load_tcga_breast('protein', tmp_path)
     assert p.X_train.shape == (4, 1) and p.X_test is None and p.y_test is None
-    with pytest.raises(ValueError, match='unknown omics'): D.load_tcga_breast('dna', tmp_path)
+    with pytest.raises(ValueError, match='unknown omics'): expression.load_tcga_breast('dna', tmp_path)
 
 
 def test_iris():
-    X, y, f, t = D.load_iris()
+    X, y, f, t = tabular.load_iris()
     assert X.shape == (150, 4) and X.dtype == np.float64 and y.dtype == np.int64 and np.bincount(y).tolist() == [50] * 3
     assert t == ['setosa', 'versicolor', 'virginica'] and len(f) == 4
 
@@ -457,20 +459,21 @@ def test_stratified_subset_bad_input():
 
 
 def test_synthetic_stand_ins():
-    x, y = D.synthetic_images(50, n_classes=5, size=16, seed=1)
+    x, y = images.synthetic_images(50, n_classes=5, size=16, seed=1)
     assert x.shape == (50, 3, 16, 16) and x.dtype == np.uint8 and y.dtype == np.int64 and np.bincount(y).tolist() == [10] * 5
-    assert (D.synthetic_images(50, n_classes=5, size=16, seed=1)[0] == x).all()
-    s = D.synthetic_signals(12, seconds=(9, 10), seed=0)
+    assert (images.synthetic_images(50, n_classes=5, size=16, seed=1)[0] == x).all()
+    s = signals.synthetic_ecg(12, length=3000, min_length=2700, seed=0)
     assert s.source == 'synthetic' and len(s) == 12 and s.gain == 1000 and s.fs == 300
+    assert 2700 <= s.lengths.min() and s.lengths.max() <= 3000
     assert np.abs(s.signals[0]).max() > 300  # raw units: QRS about 1 mV = 1000 units
-    e = D.synthetic_expression(n_train=10, n_test=0, n_features=30, n_informative=5, seed=0)
+    e = expression.synthetic_expression(n_train=10, n_test=0, n_features=30, n_informative=5, seed=0)
     assert e.X_train.shape == (10, 30) and e.X_test is None and e.source == 'synthetic'
-    X, y = D.synthetic_imbalanced(1000, n_features=4, minority=0.05)
+    X, y = tabular.synthetic_imbalanced(1000, n_features=4, minority=0.05)
     assert X.shape == (1000, 4) and y.sum() == 50 and list(X.columns) == ['X1', 'X2', 'X3', 'X4']
-    cc = D.synthetic_creditcard(3000, seed=1)
+    cc = tabular.synthetic_creditcard(3000, seed=1)
     assert cc.shape == (3000, 31) and cc.Class.sum() >= 1
-    for bad in (lambda: D.synthetic_images(0), lambda: D.synthetic_signals(5, weights=(1, 2)),
-                lambda: D.synthetic_imbalanced(10, minority=1.5), lambda: D.synthetic_creditcard(10, fraud_rate=0)):
+    for bad in (lambda: images.synthetic_images(0), lambda: signals.synthetic_ecg(0), lambda: signals.synthetic_ecg(4, length=100, min_length=200),
+                lambda: tabular.synthetic_imbalanced(10, minority=1.5), lambda: tabular.synthetic_creditcard(10, fraud_rate=0)):
         with pytest.raises(ValueError): bad()
 
 
@@ -485,27 +488,35 @@ def test_real_status_all_verified(shared_data):
 
 def test_real_cifar10(shared_data):
     "Uses the normal user cache, so a CI run decodes the shared JPEGs only once (notebooks and tests share it)."
-    xtr, ytr, xte, yte = D.load_cifar10()
+    xtr, ytr, xte, yte = images.load_cifar10()
     assert xtr.shape == (50000, 3, 32, 32) and xte.shape == (10000, 3, 32, 32) and xtr.dtype == np.uint8
     assert ytr.dtype == np.int64 and (np.bincount(ytr) == 5000).all() and (np.bincount(yte) == 1000).all()
 
 def test_real_cifar10_second_load_is_cached(shared_data, monkeypatch):
     "The second load comes from the array cache: decoding again would fail here."
-    D.load_cifar10()
-    monkeypatch.setattr(D, '_decode_cifar', lambda *a, **k: (_ for _ in ()).throw(AssertionError('decoded twice')))
-    xtr, *_ = D.load_cifar10()
+    images.load_cifar10()
+    monkeypatch.setattr(images, '_decode_cifar', lambda *a, **k: (_ for _ in ()).throw(AssertionError('decoded twice')))
+    xtr, *_ = images.load_cifar10()
     assert xtr.shape == (50000, 3, 32, 32)
 
 
 def test_real_small_sets(shared_data):
-    e = D.load_cinc2017()
+    e = signals.load_cinc2017()
     assert len(e) == 300 and np.bincount(e.labels).tolist() == [150, 50, 70, 30] and e.gain == 1000 and e.fs == 300
-    X, y = D.load_mammography(); assert X.shape == (11183, 6) and y.sum() == 260
-    g = D.load_golub(); assert g.X_train.shape == (38, 7129) and g.X_test.shape == (34, 7129)
+    X, y = tabular.load_mammography(); assert X.shape == (11183, 6) and y.sum() == 260
+    g = expression.load_golub(); assert g.X_train.shape == (38, 7129) and g.X_test.shape == (34, 7129)
     assert int((np.r_[g.y_train, g.y_test] == 0).sum()) == 47
-    t = D.load_tcga_breast(); assert t.X_train.shape == (150, 200) and t.X_test.shape == (70, 200)
-    p = D.load_tcga_breast('protein'); assert p.X_train.shape == (150, 142) and p.X_test is None
-    info = D.load_mias_info()
+    t = expression.load_tcga_breast(); assert t.X_train.shape == (150, 200) and t.X_test.shape == (70, 200)
+    p = expression.load_tcga_breast('protein'); assert p.X_train.shape == (150, 142) and p.X_test is None
+    info = images.load_mias_info()
     assert info.ref.nunique() == 322 and len(info) == 330
-    m = D.load_mias(refs=['mdb001'])
+    m = images.load_mias(refs=['mdb001'])
     assert m.lesions.row.tolist() == [1024 - 425] and m.images.shape == (1, 1024, 1024)
+
+
+def test_checksums_ship_as_package_data():
+    "The shared files' digests are a data file inside the package (read with importlib.resources), not a code literal."
+    from importlib import resources
+    text = resources.files('robustml.datasets').joinpath('SHA256SUMS').read_text()
+    assert len(text.splitlines()) == len(D._SUMS) > 900
+    assert D._SUMS['imbalanced/mammography.csv'] == D.get_dataset('mammography').forms[0].sha256

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from robustml import ecg
 from robustml.core import Results
 from robustml.studies import get_study
-from robustml.data import DataUnavailable
+from robustml.datasets import DataUnavailable
 
 
 @pytest.fixture(scope='module')

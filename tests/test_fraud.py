@@ -1,4 +1,4 @@
-"""Tests of robustml.fraud (chapter 5): the simulated transactions, leakage, thresholds and the study runner."""
+"""Tests of robustml.fraud (chapter 5) and its data: the simulated transactions, leakage, thresholds and the study runner."""
 import json
 
 import numpy as np
@@ -7,13 +7,15 @@ import pytest
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from robustml import fraud as F
+from robustml.datasets import tabular
+from robustml.datasets.tabular import synthetic_creditcard
 from robustml.core import DataInfo, Results
 from robustml.studies import get_study
 
 
 def small_data(n=6000, rate=0.02, seed=1) -> F.FraudData:
     "A small SIMULATED dataset whose rows are all distinct (so row hashes identify rows)."
-    df = F.simulate_transactions(n, fraud_rate=rate, seed=seed)
+    df = synthetic_creditcard(n, fraud_rate=rate, seed=seed)
     X, y = df.drop(columns='Class'), df['Class'].to_numpy()
     assert not X.duplicated().any()
     return F.FraudData('test', f'{F.SIMULATED} test', X, y, DataInfo('test', 'synthetic'))
@@ -24,33 +26,32 @@ TINY = dict(n_estimators=3, max_depth=3, max_bin=32)
 # --- the generator -----------------------------------------------------------------------------------------------
 
 def test_generator_shape_and_fraud_rate():
-    df = F.simulate_transactions()
+    df = synthetic_creditcard()
     assert df.shape == (284_807, 31)
     assert list(df.columns) == ['Time'] + [f'V{i}' for i in range(1, 29)] + ['Amount', 'Class']
     assert df['Class'].sum() == 492 and df['Class'].mean() == pytest.approx(0.001727, abs=1e-6)
-    assert df['Time'].min() >= 0 and df['Time'].max() <= 2*F.DAY and df['Time'].is_monotonic_increasing
+    assert df['Time'].min() >= 0 and df['Time'].max() <= 2*tabular.DAY and df['Time'].is_monotonic_increasing
     assert (df['Amount'] >= 0).all() and df.notna().all().all()
     # frauds really differ on the shifted components and not on the others
     fr, ok = df[df.Class == 1], df[df.Class == 0]
     assert abs(fr.V14.mean() - ok.V14.mean()) > 1 and abs(fr.V28.mean() - ok.V28.mean()) < 0.2
 
 
-@pytest.mark.parametrize('n,rate', [(10_000, 0.01), (50_000, F.N_FRAUDS/F.N_TRANSACTIONS), (1000, 0.3)])
+@pytest.mark.parametrize('n,rate', [(10_000, 0.01), (50_000, tabular.N_FRAUDS/tabular.N_TRANSACTIONS), (1000, 0.3)])
 def test_generator_rate_other_sizes(n, rate):
-    df = F.simulate_transactions(n, fraud_rate=rate, seed=5)
+    df = synthetic_creditcard(n, fraud_rate=rate, seed=5)
     assert len(df) == n and df['Class'].sum() == round(n*rate)
 
 
 def test_generator_seeded_and_validates():
-    a, b, c = (F.simulate_transactions(2000, seed=s) for s in (7, 7, 8))
+    a, b, c = (synthetic_creditcard(2000, seed=s) for s in (7, 7, 8))
     assert a.equals(b) and not a.equals(c)
     for kw in [dict(n=1), dict(n=100, fraud_rate=0), dict(n=100, fraud_rate=1.2), dict(n=100, separation=-1), dict(n=10.5)]:
-        with pytest.raises(ValueError): F.simulate_transactions(**kw)
+        with pytest.raises(ValueError): synthetic_creditcard(**kw)
 
 
 def test_load_transactions_labels_simulated(monkeypatch):
-    from robustml import data
-    monkeypatch.setattr(data, 'have', lambda name: False)
+    monkeypatch.setattr(F, 'have', lambda name: False)
     d = F.load_transactions('quick', n_quick=5000)
     assert d.key == 'simulated' and F.SIMULATED in d.label and d.info.source == 'synthetic'
     assert F.SIMULATED in str(d.info) and len(d.y) == 5000
@@ -58,18 +59,16 @@ def test_load_transactions_labels_simulated(monkeypatch):
 
 def test_load_transactions_prefers_real_file(monkeypatch, tmp_path):
     "When creditcard.csv is found it is used (here a stand-in frame plays the verified file)."
-    from robustml import data
-    fake = F.simulate_transactions(20_000, seed=2)
-    monkeypatch.setattr(data, 'have', lambda name: name == 'creditcard')
-    monkeypatch.setattr(data, 'load_creditcard', lambda *a, **k: fake)
-    monkeypatch.setattr(data, 'find', lambda name, download=True: tmp_path/'creditcard.csv')
+    fake = synthetic_creditcard(20_000, seed=2)
+    monkeypatch.setattr(F, 'have', lambda name: name == 'creditcard')
+    monkeypatch.setattr(F, 'load_creditcard', lambda *a, **k: fake)
+    monkeypatch.setattr(F, 'find', lambda name, download=True: tmp_path/'creditcard.csv')
     d = F.load_transactions('quick', n_quick=10_000)
     assert d.key == 'creditcard' and d.real and len(d.y) == 10_000 and abs(d.y.sum() - 10_000*fake.Class.mean()) <= 1
 
 
 def test_mammography_fallback_is_labelled(monkeypatch):
-    from robustml import data
-    monkeypatch.setattr(data, 'use_real', lambda name, profile=None: False)
+    monkeypatch.setattr(F, 'use_real', lambda name, profile=None: False)
     d = F.load_mammography_data('quick')
     assert d.key == 'mammography-synthetic' and not d.real and 'SYNTHETIC' in d.label and 'SYNTHETIC' in str(d.info)
     assert 0.01 < d.y.mean() < 0.05 and d.X.shape[1] == 6
