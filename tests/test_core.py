@@ -76,3 +76,13 @@ def test_results_text_prints_the_whole_table():
     text = results_text(r)
     assert 'extra row' in text and 'quick: 10 rows' in text and '[40, 60]' in text and 'SYNTHETIC' in text
     assert format_table([{'a': 1.23456, 'b': None}]).splitlines()[2].split() == ['1.235', '-']
+
+
+def test_run_colours_are_stable_across_processes():
+    "A run's colour comes from its name, never from plotting order or Python's per-process hash seed."
+    import subprocess, sys
+    from robustml.plots import PALETTE, run_color
+    code = "from robustml.plots import run_color; print(run_color('some unnamed run'), run_color('corrected'))"
+    outs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'PYTHONHASHSEED': s},
+                           check=True).stdout for s in ('1', '2')}
+    assert outs == {f"{run_color('some unnamed run')} {run_color('corrected')}\n"} and run_color('some unnamed run') in PALETTE
