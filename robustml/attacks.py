@@ -57,12 +57,14 @@ def _as_bounds(bounds, x: Tensor):
     if bool((lo > hi).any()): raise ValueError(f"bounds: low must be <= high, got {bounds!r}")
     return lo, hi
 
+# %% ../nbs/foundations/05_attacks.ipynb #bb1fb27f
 def _is_num(v) -> bool:
     "A finite real number (Python, NumPy or 0-d tensor), not a bool."
     if isinstance(v, bool): return False
     try: return math.isfinite(float(v))
     except (TypeError, ValueError, RuntimeError): return False
 
+# %% ../nbs/foundations/05_attacks.ipynb #49d8ffba
 def check_attack_inputs(x: Tensor, # Inputs, shaped (N, ...)
                         y: Tensor, # Integer labels (or targets), shaped (N,)
                         eps: float, # Perturbation budget, >= 0
@@ -92,6 +94,7 @@ def check_attack_inputs(x: Tensor, # Inputs, shaped (N, ...)
                              "Attacks work in input units (e.g. pixels in [0, 1]); put normalisation inside the model.")
     return b
 
+# %% ../nbs/foundations/05_attacks.ipynb #d346fc02
 def _clip(x: Tensor, b) -> Tensor:
     "Clamp to bounds `b` (tensors or None)."
     return x if b is None else torch.maximum(torch.minimum(x, b[1]), b[0])
@@ -105,6 +108,7 @@ def margin_loss(logits: Tensor, # Model outputs, shaped (N, classes)
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float('-inf')).amax(1)
     return other - zy
 
+# %% ../nbs/foundations/05_attacks.ipynb #48318d67
 def attack_loss(logits: Tensor, # Model outputs, shaped (N, classes)
                 y: Tensor, # True labels, or the targets when `targeted`
                 loss: str='ce', # 'ce' (cross-entropy) or 'margin'
@@ -125,11 +129,13 @@ def _grad(model: nn.Module, x: Tensor, y: Tensor, loss: str='ce', targeted: bool
         g, = torch.autograd.grad(l.sum(), x)
     return l.detach(), g
 
+# %% ../nbs/foundations/05_attacks.ipynb #ebbec766
 def _prepare(model, x, y, mask=None):
     "Move `x`, `y` (and `mask`) to the model's device."
     dev = model_device(model)
     return x.detach().to(dev), y.to(dev).long(), (None if mask is None else mask.to(dev, x.dtype))
 
+# %% ../nbs/foundations/05_attacks.ipynb #48827a7e
 def fgsm(model: nn.Module, # Classifier that takes inputs in input units
          x: Tensor, # Clean inputs, shaped (N, ...)
          y: Tensor, # True labels (or targets when `targeted`), shaped (N,)
@@ -156,6 +162,7 @@ def _flat_norm(t: Tensor) -> Tensor:
     "Per-example L2 norm, shaped to broadcast against `t`."
     return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
 
+# %% ../nbs/foundations/05_attacks.ipynb #f94f93a8
 def _random_start(x: Tensor, eps: float, norm: str) -> Tensor:
     "A random perturbation in the eps-ball: uniform per coordinate (L-inf) or uniform in the ball (L2)."
     if norm == 'linf': return torch.empty_like(x).uniform_(-eps, eps)
@@ -164,16 +171,19 @@ def _random_start(x: Tensor, eps: float, norm: str) -> Tensor:
     r = torch.rand(x.shape[0], device=x.device, dtype=x.dtype).pow(1.0 / n).view(-1, *([1] * (x.ndim - 1)))
     return d / _flat_norm(d) * r * eps
 
+# %% ../nbs/foundations/05_attacks.ipynb #9e53a333
 def _project(delta: Tensor, eps: float, norm: str) -> Tensor:
     "Project `delta` onto the eps-ball of `norm`."
     if norm == 'linf': return delta.clamp(-eps, eps)
     return delta * (eps / _flat_norm(delta)).clamp(max=1.0)
 
+# %% ../nbs/foundations/05_attacks.ipynb #8d4c3a3e
 def _success(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
     "Per-example: misclassified (untargeted) or classified as the target (targeted)."
     p = logits.argmax(1)
     return p == y if targeted else p != y
 
+# %% ../nbs/foundations/05_attacks.ipynb #4d743807
 def pgd(model: nn.Module, # Classifier that takes inputs in input units
         x: Tensor, # Clean inputs, shaped (N, ...)
         y: Tensor, # True labels (or targets when `targeted`), shaped (N,)
@@ -241,6 +251,7 @@ def gaussian_kernels(kernel_sizes: Sequence[int]=(5, 7, 11, 15, 19), # Odd kerne
             rows.append(F.pad(g, (pad, pad)))
     return torch.stack(rows).to(dtype)
 
+# %% ../nbs/foundations/05_attacks.ipynb #fb7acc34
 def smooth(theta: Tensor, # Perturbation shaped (N, C, L) or (N, L)
            kernel: Tensor, # A single 1-D kernel of odd length (e.g. `gaussian_kernels(...).mean(0)`)
           ) -> Tensor: # `theta` convolved with `kernel` along the last axis, 'same' size, zero padding

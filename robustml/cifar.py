@@ -52,11 +52,13 @@ def seed_cnn(width: float=1., # Scales every layer's size (1 = the seed's 64-128
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch[-1] * 4, f1), nn.ReLU(), nn.Dropout(0.5),
                          nn.Linear(f1, f2), nn.ReLU(), nn.Dropout(0.5), nn.Linear(f2, n_classes))
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #5ec6ceb8
 def pixel_model(net: nn.Module, # A network that expects normalised inputs (e.g. `seed_cnn()`)
                ) -> nn.Sequential: # `Normalize` then `net`: takes pixels in [0, 1]; `model[1]` is `net` itself
     "Put the seed's normalisation inside the model, so that attacks and bounds live in pixel units."
     return nn.Sequential(Normalize(CIFAR_MEAN, CIFAR_STD), net)
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #f7934935
 def n_params(model: nn.Module) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -75,18 +77,22 @@ def seed_fgsm(net: nn.Module, # The seed's network (takes normalised inputs), in
         g, = torch.autograd.grad(loss, xn)
     return (xn + eps * g.sign()).clamp(0, 1).detach()
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #f2ea555d
 def _norm_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return (torch.tensor(CIFAR_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1),
             torch.tensor(CIFAR_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1))
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #41a4b09c
 def normalise(x: Tensor) -> Tensor:
     "Pixels in [0, 1] to the seed's normalised units."
     m, s = _norm_stats(x); return (x - m) / s
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #ddab8ebc
 def denormalise(xn: Tensor) -> Tensor:
     "The seed's normalised units back to pixels (not clipped)."
     m, s = _norm_stats(xn); return xn * s + m
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #b4c835e8
 def seed_attack(model: nn.Sequential, # A `pixel_model` (Normalize, net)
                 x: Tensor, # Pixels in [0, 1]
                 y: Tensor, # Labels
@@ -128,6 +134,7 @@ class CifarConfig:
     n_boot: int = 1000 # bootstrap resamples for the confidence intervals
     eps_curve: tuple = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12) # budgets (x 1/255) of the accuracy-vs-eps curves
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #6ea0ac44
 def cifar_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
                 ) -> CifarConfig:
     "The settings of `profile`."
@@ -147,6 +154,7 @@ def cifar_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = 
                        epochs_fast=15, epochs_pgd=10, epochs_co=10, pgd_train_steps=7, restarts=5, finetune=False,
                        lr_fast=2e-3, eps_co=16/255, n_boot=2000)
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #616360fa
 def describe_config(cfg: CifarConfig) -> str:
     "One paragraph that says how this profile differs from the seed."
     scale = ('the seed\'s settings on the full training set' if cfg.profile == 'paper' else
@@ -171,11 +179,13 @@ class CifarData:
         n = len(self.y_test) if n is None else min(n, len(self.y_test))
         return as_input(self.x_test[:n]), self.y_test[:n]
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #ba4aa141
 def _shuffled_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     "A stratified subset of size `n`, in a seeded random order (so prefixes stay roughly stratified)."
     idx = stratified_subset(y, n, seed=seed)
     return np.random.default_rng(seed).permutation(idx)
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #a837687c
 def load_chapter_data(cfg: CifarConfig, # The profile's settings
                       seed: int=0, # Seed of the subsets
                      ) -> CifarData:
@@ -207,6 +217,7 @@ def _fgsm_as_is(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         g, = torch.autograd.grad(F.cross_entropy(model(xx), y), xx)
     return (x + eps * g.sign()).clamp(0, 1).detach()
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #f3f16238
 @dataclass
 class SeedHistory:
     "Per-epoch record of `seed_adv_train`."
@@ -218,6 +229,7 @@ class SeedHistory:
     monitor: list = field(default_factory=list) # per-epoch dicts returned by `monitor`
     states: list = field(default_factory=list, repr=False) # per-epoch CPU state dicts
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #f1a75f1e
 def seed_adv_train(model: nn.Sequential, # A `pixel_model` (Normalize, net), e.g. pretrained on clean data
                    train: tuple, # (x, y): uint8 or [0, 1] float images, int labels
                    *,
@@ -276,6 +288,7 @@ def seed_adv_train(model: nn.Sequential, # A `pixel_model` (Normalize, net), e.g
         h.states.append(cpu_state(model))
     return h
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #0eac71e4
 def select_epoch(h: SeedHistory, # A `seed_adv_train` record
                  by: str, # A key of the monitor dicts, e.g. 'test_fgsm' (the seed's way) or 'val_pgd'
                 ) -> int: # The 0-based epoch with the highest value (the earliest on ties)
@@ -288,6 +301,7 @@ def fgsm_attack(eps: float) -> Callable:
     "`(model, x, y) -> x_adv`: pixel-space FGSM at `eps`."
     return lambda m, x, y: fgsm(m, x, y, eps)
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #2b0da7e4
 def pgd_attack(eps: float, # L-inf budget in pixels
                steps: int, # PGD steps
                restarts: int=1, # random restarts (worst case kept)
@@ -295,6 +309,7 @@ def pgd_attack(eps: float, # L-inf budget in pixels
     "`(model, x, y) -> x_adv`: L-inf PGD with random start, step `2.5 * eps / steps`."
     return lambda m, x, y: pgd(m, x, y, eps, 2.5 * eps / steps, steps, restarts=restarts)
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #d90cc867
 COLUMNS = ('clean', 'seed_fgsm', 'fgsm5', 'pgd20_5', 'pgd50_5', 'fgsm8', 'pgd20_8', 'pgd50_8')
 
 def evaluate_model(model: nn.Module, # A pixel model
@@ -323,6 +338,7 @@ def evaluate_model(model: nn.Module, # A pixel model
         if f'{k}_8' in out: out[f'{k}_8'] &= out[f'{k}_5']
     return out
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #51f27901
 def summarise(ok: dict, # column -> boolean tensor (from `evaluate_model`)
               n_boot: int=1000, # bootstrap resamples
               seed: int=0, # seed of the bootstrap
@@ -349,6 +365,7 @@ class RecordingGuard(OverfitGuard):
         self.seconds.append(time.perf_counter() - t0)
         return fired
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #68f0e308
 ROWS = {'standard': 'standard training (seed settings)',
         'faithful': 'seed adversarial training, faithful (normalised FGSM + clamp, mode bug, test-set selection)',
         'fix1_pixel': '+ fix 1: FGSM in pixel space at 5/255',
@@ -620,12 +637,14 @@ class CifarChapter:
             self.evaluate_all(); self.accuracy_curves(); self.time_to_target()
             return self.results()
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #98b92c8c
 class _Timer:
     "Context manager adding the block's wall time to `timings[key]`."
     def __init__(self, timings, key): self.timings, self.key = timings, key
     def __enter__(self): self.t0 = time.perf_counter()
     def __exit__(self, *a): self.timings[self.key] = round(self.timings.get(self.key, 0) + time.perf_counter() - self.t0, 3)
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #46cc159d
 @register_study('cifar-fgsm', 'CIFAR-10: FGSM attack and adversarial training (Verghese 2024), reproduced, corrected and improved',
                 paper=PAPER)
 def run_cifar_fgsm(profile: str|None=None, # 'quick', 'course' or 'paper'
@@ -641,6 +660,7 @@ def _show(ax, img: Tensor, title: str=''):
     ax.imshow(img.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()); ax.set_xticks([]); ax.set_yticks([])
     if title: ax.set_title(title, fontsize=8)
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #f9bf9e72
 def clamp_effect(x: Tensor, # Pixels in [0, 1], shaped (N, 3, H, W)
                 ) -> dict: # fractions of pixel values the seed's clamp moves, and the mean absolute change (in 1/255)
     "What the seed's [0, 1] clamp of normalised tensors does to clean images (no attack at all)."
@@ -649,6 +669,7 @@ def clamp_effect(x: Tensor, # Pixels in [0, 1], shaped (N, 3, H, W)
     return {'below_mean': (x < m).float().mean().item(), 'above_mean_plus_std': (x > m + s).float().mean().item(),
             'changed': ((xc - x).abs() > 1e-6).float().mean().item(), 'mean_abs_change_255': 255 * (xc - x).abs().mean().item()}
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #a11fc5c6
 def plot_clamp(model: nn.Sequential, # A pixel model, for the seed's attack
                x: Tensor, y: Tensor, # A few test images (pixels) and labels
                classes: tuple, # Class names
@@ -664,6 +685,7 @@ def plot_clamp(model: nn.Sequential, # A pixel model, for the seed's attack
     fig.suptitle("The seed's clamp of normalised tensors, on its own and inside its FGSM", fontsize=10)
     fig.tight_layout(); return fig
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #dc1a489c
 def plot_adv_grid(models: dict, # label -> pixel model
                   x: Tensor, y: Tensor, # Test images and labels
                   classes: tuple, # Class names
@@ -685,6 +707,7 @@ def plot_adv_grid(models: dict, # label -> pixel model
                  + ', '.join(classes[i] for i in y.tolist()) + ')', fontsize=9)
     fig.tight_layout(); return fig
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #60570cb9
 def plot_training(ch: 'CifarChapter'):
     "Training curves of every run: accuracy on the inputs trained on, validation clean and validation PGD accuracy."
     import matplotlib.pyplot as plt
@@ -709,6 +732,7 @@ def plot_training(ch: 'CifarChapter'):
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axs[2].legend(fontsize=7); fig.tight_layout(); return fig
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #89547fc8
 def plot_curves(curves: dict):
     "Accuracy against eps (in 1/255) for FGSM and PGD-10, with bootstrap bands."
     import matplotlib.pyplot as plt
@@ -722,6 +746,7 @@ def plot_curves(curves: dict):
         ax.set_title({'fgsm': 'FGSM', 'pgd10': 'PGD-10'}[atk]); ax.set_xlabel('eps (x 1/255, pixel units)'); ax.grid(alpha=.3)
     axs[0].set_ylabel('test accuracy (%)'); axs[1].legend(fontsize=8); fig.tight_layout(); return fig
 
+# %% ../nbs/ch1_cifar/10_fgsm.ipynb #a6074df2
 def plot_guard(ch: 'CifarChapter'):
     "The catastrophic-overfitting run, unguarded: accuracy on its FGSM inputs, clean and PGD validation accuracy; where the guard stops it."
     import matplotlib.pyplot as plt
@@ -737,4 +762,3 @@ def plot_guard(ch: 'CifarChapter'):
     ax.set_xlabel('epoch of FGSM training (from scratch)'); ax.set_ylabel('%'); ax.legend(fontsize=8); ax.grid(alpha=.3)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_title(f'FGSM training without random start at {g.eps * 255:.0f}/255', fontsize=10); fig.tight_layout(); return fig
-

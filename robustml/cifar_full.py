@@ -29,12 +29,14 @@ def conv_bn(c_in: int, # Input channels
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, nn.MaxPool2d(2)) if pool else nn.Sequential(*layers)
 
+# %% ../nbs/ch1_cifar/11_full_scale.ipynb #d0f5ea3e
 class Residual(nn.Module):
     "`x + f(x)` with `f` two `conv_bn` blocks of `c` channels."
     def __init__(self, c: int):
         super().__init__(); self.f = nn.Sequential(conv_bn(c, c), conv_bn(c, c))
     def forward(self, x): return x + self.f(x)
 
+# %% ../nbs/ch1_cifar/11_full_scale.ipynb #e39edbc3
 def resnet9(width: float=0.5, # Scales the channels (1 = 64-128-256-512)
             n_classes: int=10, # Number of classes
            ) -> nn.Sequential: # A network for 32x32 RGB inputs (normalised, as for `seed_cnn`)
@@ -65,6 +67,7 @@ class FullConfig:
     eps: float = EPS5 # training budget (pixels)
     n_boot: int = 1000 # bootstrap resamples
 
+# %% ../nbs/ch1_cifar/11_full_scale.ipynb #65c2f6e9
 def full_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
                ) -> FullConfig:
     "The settings of `profile`."
@@ -159,6 +162,7 @@ class CifarFull:
             self.load(); self.train(); self.evaluate()
             return self.results()
 
+# %% ../nbs/ch1_cifar/11_full_scale.ipynb #1c5006a6
 @register_study('cifar-full', 'CIFAR-10: the best adversarial-training recipe at full scale against the seed (Verghese 2024)',
                 paper=PAPER_FULL)
 def run_cifar_full(profile: str|None=None, # 'quick', 'course' or 'paper'

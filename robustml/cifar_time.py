@@ -36,6 +36,7 @@ class SeedRecipeConfig:
     batch_size: int = 64 # the seed's
     channels_last: bool = True # the memory layout the best recipe also uses on a CPU (a speed setting, not a recipe change)
 
+# %% ../nbs/ch1_cifar/12_time_to_target.ipynb #8b26d622
 def seed_recipe_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
                       ) -> SeedRecipeConfig:
     "The settings of `profile`."
@@ -125,6 +126,7 @@ def time_to(traj: list[dict], # trajectory rows with 'train_s', 'val_clean', 'va
         if r['val_clean'] >= clean and (robust is None or r['val_pgd10'] >= robust): return float(r['train_s'])
     return None
 
+# %% ../nbs/ch1_cifar/12_time_to_target.ipynb #e45aee38
 def time_to_target(best: list[dict], # the best recipe's trajectory
                    seed: list[dict], # the corrected seed recipe's trajectory
                    clean: float=PAPER['faithful_clean'], # clean target (percent): the seed's 77.98
@@ -188,6 +190,7 @@ class CifarTime:
         return Results('cifar-time', self.profile, s.data.info, metrics=m, paper=paper,
                        config={'seed_recipe': asdict(s.cfg), 'data': asdict(s.fcfg)}, timings=dict(s.timings), seed=self.seed)
 
+# %% ../nbs/ch1_cifar/12_time_to_target.ipynb #b2709e79
 @register_study('cifar-time', "CIFAR-10: time for the best recipe and the corrected seed recipe to reach the seed's numbers",
                 paper={'seed_recipe_clean': PAPER['faithful_clean'], 'seed_recipe_seed_fgsm': PAPER['faithful_seed_fgsm']})
 def run_cifar_time(profile: str|None=None, # 'quick', 'course' or 'paper'

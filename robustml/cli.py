@@ -21,6 +21,7 @@ def cmd_data_list(args) -> int:
     print(format_table(rows, ['name', 'found', 'where', 'size_mb', 'verified', 'path']))
     return 0
 
+# %% ../nbs/foundations/09_cli.ipynb #5a347b5b
 def cmd_data_verify(args) -> int:
     "Verify the named (or all) datasets; return 1 if a present file fails its checksum."
     from robustml import datasets as data
@@ -32,6 +33,7 @@ def cmd_data_verify(args) -> int:
     if bad: print(f"robustml: checksum mismatch for: {', '.join(bad)}", file=sys.stderr); return 1
     return 0
 
+# %% ../nbs/foundations/09_cli.ipynb #98b39367
 def cmd_data_fetch(args) -> int:
     "Download dataset `NAME` into the user cache (or report where it already is); 1 if unavailable or corrupt."
     from robustml import datasets as data
@@ -47,6 +49,7 @@ def cmd_studies(args) -> int:
     print(format_table(rows, ['study', 'title', 'module']) if rows else '(no studies registered)')
     return 0
 
+# %% ../nbs/foundations/09_cli.ipynb #5c9b6610
 def cmd_reproduce(args) -> int:
     "Run the requested studies (after what they build on), write `OUT/STUDY.json`, print each whole results table."
     try: order = run_order([args.study])
@@ -80,6 +83,7 @@ def _fail(msg, code: int) -> int:
     print(f"robustml: error: {msg}", file=sys.stderr)
     return code
 
+# %% ../nbs/foundations/09_cli.ipynb #bccc8ada
 def parser() -> argparse.ArgumentParser:
     "The `robustml` argument parser."
     from robustml import __version__
@@ -105,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_reproduce)
     return p
 
+# %% ../nbs/foundations/09_cli.ipynb #d64655ac
 def main(argv: list[str]|None=None) -> int:
     "Entry point of the `robustml` console script."
     args = parser().parse_args(argv)

@@ -86,6 +86,7 @@ def cpu_threads(profile: str|None=None, # 'quick', 'course' or 'paper'; None = t
         return int(env)
     return 1 if get_profile(profile) == 'quick' else (os.cpu_count() or 1)
 
+# %% ../nbs/foundations/00_core.ipynb #7c82ff4f
 def set_threads(n: int|None, # PyTorch CPU (intra-op) threads; None keeps the current setting
                ) -> int: # The previous number of threads
     "Set PyTorch's CPU threads to `n`; `$ROBUSTML_THREADS` overrides `n`."
@@ -98,6 +99,7 @@ def set_threads(n: int|None, # PyTorch CPU (intra-op) threads; None keeps the cu
         torch.set_num_threads(n)
     return old
 
+# %% ../nbs/foundations/00_core.ipynb #b11fe855
 @contextmanager
 def torch_threads(n: int|None, # Threads for the block (see `set_threads`)
                  ):
@@ -107,6 +109,7 @@ def torch_threads(n: int|None, # Threads for the block (see `set_threads`)
     try: yield
     finally: torch.set_num_threads(old)
 
+# %% ../nbs/foundations/00_core.ipynb #454402e9
 def omp_threads(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
                ) -> int: # Threads for an OpenMP library (e.g. XGBoost's `n_jobs`)
     "`cpu_threads(profile)`, or 1 when an OpenMP runtime was loaded with busy-waiting threads before `robustml`."

@@ -109,6 +109,7 @@ def valid_lengths(x: Tensor, # Batch shaped (N, C, L), zero-padded at the end
     pos = torch.arange(1, x.shape[-1] + 1, device=x.device)
     return (nz * pos).amax(-1).clamp_min(1)
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #1d696227
 def random_crops(x: Tensor, # Batch shaped (N, C, L), zero-padded at the end
                  width: int, # Crop length in samples (<= L)
                  generator: torch.Generator|None=None, # Optional torch generator for the crop positions
@@ -122,6 +123,7 @@ def random_crops(x: Tensor, # Batch shaped (N, C, L), zero-padded at the end
     idx = (start[:, None] + torch.arange(width, device=x.device))[:, None, :].expand(-1, x.shape[1], -1)
     return x.gather(-1, idx)
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #9b559176
 def crop_augment(width: int, # Crop length in samples
                 ) -> Callable[[Tensor], Tensor]:
     "A batched augmentation for `robustml.training.fit`: random crops of `width` samples."
@@ -261,6 +263,7 @@ def hf_energy_fraction(delta: Tensor, # Perturbations (N, 1, L) (or (N, L)), zer
     tot = p.sum(-1)
     return torch.where(tot > 0, p[:, f > cutoff].sum(-1) / tot, torch.full_like(tot, float('nan'))).float()
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #7daf9790
 def total_variation(delta: Tensor, # Perturbations (N, 1, L) (or (N, L))
                     mask: Tensor|None=None, # 0/1 mask of real samples, like `delta`
                    ) -> Tensor: # Per row: mean |delta[t+1] - delta[t]| over real samples (raw units)
@@ -340,6 +343,7 @@ class ECGStudy:
     metrics: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #4f196872
 def ecg_setup(profile: str|None=None, # Profile; None reads the environment
               seed: int=0, # Seed for the split, training and attacks
              ) -> ECGStudy:
@@ -370,6 +374,7 @@ def _train_model(st: ECGStudy, classes: Sequence[int], epochs: int, seed: int, b
                progress=True)
     return model, hist, {**sel, 'y': ylab}
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #5e51266b
 def train_ecg(st: ECGStudy) -> ECGStudy:
     "Train the 4-class model and the Normal-vs-AF model; score both on the test records."
     with timed(st.timings, 'train_4class'):
@@ -398,10 +403,12 @@ def _attack_pool(st: ECGStudy, model: nn.Module, idx: np.ndarray, y: Tensor, lim
         pool = np.sort(np.random.default_rng(st.seed).choice(pool, limit, replace=False))
     return pool
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #ba8e12c9
 def _smoothness(d: Tensor, m: Tensor) -> dict:
     "Mean high-frequency energy fraction and total variation of perturbations `d`."
     return {'hf_frac': float(np.nanmean(hf_energy_fraction(d).numpy())), 'tv': float(total_variation(d, m).mean())}
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #94a5abef
 def attack_ecg(st: ECGStudy) -> ECGStudy:
     "PGD and the smoothed attack (paper settings) on correctly classified held-out records; success, smoothness, throughput."
     held = np.concatenate([st.split['val'], st.split['test']])
@@ -458,6 +465,7 @@ def sweep_ecg(st: ECGStudy) -> ECGStudy:
     st.sweep = pd.DataFrame(rows)
     return st
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #750c974b
 def collate_ecg(st: ECGStudy) -> ECGStudy:
     "Collate and perturb around the smoothed adversarial examples that succeeded, and the same sampling around their clean inputs."
     a = st.attack
@@ -508,6 +516,7 @@ def results_table(st: ECGStudy) -> list[dict]:
     ]
     return rows
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #0676804c
 def ecg_results(st: ECGStudy) -> Results:
     "The `Results` record of a finished study (metrics, table, eps sweep, timings)."
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.cfg.items()}

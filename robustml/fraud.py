@@ -57,6 +57,7 @@ class FraudData:
     def __repr__(self) -> str:
         return f"FraudData({self.label}: {len(self.y):,} rows, {int(self.y.sum()):,} positives ({self.y.mean():.3%}))"
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #d15d6114
 def _check_xy(X, y) -> tuple:
     "Validate a feature table and 0/1 labels of the same length; return `(X as DataFrame, y as int64)`."
     X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
@@ -90,6 +91,7 @@ def load_transactions(profile: str|None=None, # Profile; `None` reads the active
     X, y = _check_xy(df.drop(columns='Class'), df['Class'].to_numpy())
     return FraudData(key, label, X.reset_index(drop=True), y, info, cost_fn=100., cost_fp=5.)
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #1f23a408
 def load_mammography_data(profile: str|None=None, # Profile; `None` reads the active one
                           seed: int=0, # Seed of the synthetic stand-in
                          ) -> FraudData:
@@ -108,12 +110,14 @@ def load_mammography_data(profile: str|None=None, # Profile; `None` reads the ac
     X, y = _check_xy(X, y)
     return FraudData(key, label, X, y, info, cost_fn=50., cost_fp=1.)
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #90d1fe03
 def load_chapter_data(profile: str|None=None, # Profile; `None` reads the active one
                       seed: int=0, # Seed
                      ) -> list[FraudData]:
     "The chapter's datasets: transactions (real or SIMULATED) and mammography."
     return [load_transactions(profile, seed), load_mammography_data(profile, seed)]
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #dda7758f
 def subset(d: FraudData, # A dataset
            n: int|None, # Rows wanted; `None` (or more than there are) keeps all
            seed: int=0, # Seed of the choice
@@ -155,6 +159,7 @@ def threshold_metrics(y: np.ndarray, # True labels 0/1
     return dict(tp=tp, fp=fp, fn=fn, tn=tn, precision=prec, recall=rec, f1=2*tp/(2*tp + fp + fn) if tp else 0.,
                 accuracy=(tp + tn)/len(y), alert_rate=(tp + fp)/len(y), threshold=float(threshold))
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #ea78d621
 def dummy_baseline(d: FraudData, # A dataset
                    test_size: float=0.3, # Share of the stratified test split
                    seed: int=0, # Seed of the split
@@ -186,6 +191,7 @@ def xgb_classifier(seed: int=0, # Seed
     n_jobs = omp_threads() if n_jobs is None else n_jobs
     return XGBClassifier(tree_method='hist', eval_metric=eval_metric, n_jobs=n_jobs, random_state=seed, **params)
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #b9e708dc
 def make_pipeline(method: str, # A key of `METHODS`
                   xgb_params: dict|None=None, # XGBoost tree settings (`chapter_config()['xgb']`)
                   seed: int=0, # Seed of the resampler and the model
@@ -214,6 +220,7 @@ def make_pipeline(method: str, # A key of `METHODS`
     steps.append(('xgb', xgb_classifier(seed, eval_metric, **params)))
     return Pipeline(steps)
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #2aa0db4d
 def fit_method(method: str, # A key of `METHODS`
                X: pd.DataFrame, # Training features
                y: np.ndarray, # Training labels 0/1
@@ -229,12 +236,14 @@ def fit_method(method: str, # A key of `METHODS`
         warnings.simplefilter('ignore', FutureWarning)
         return pipe.fit(X, y)
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #1f1b0439
 def positive_scores(pipe, # A fitted pipeline or classifier
                     X: pd.DataFrame, # Rows to score
                    ) -> np.ndarray:
     "Probability of class 1 (resamplers are skipped at prediction time)."
     return pipe.predict_proba(X)[:, 1]
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #eb68a343
 def methods_for(d: FraudData, # A dataset
                 large_rows: int=20_000, # Above this many rows only `LARGE_METHODS` are run
                ) -> tuple:
@@ -266,6 +275,7 @@ def seed_protocol(d: FraudData, # A dataset
                          roc_auc=roc_auc_score(y[te], p), test_positives=int(y[te].sum())))
     return pd.DataFrame(rows).set_index('method')
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #34c77f04
 class _Identity(StandardScaler):
     "A pass-through 'scaler' for data that was (wrongly) scaled before the split."
     def __init__(self): super().__init__(with_mean=False, with_std=False)
@@ -330,11 +340,13 @@ def row_hashes(X) -> set:
     a = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
     return {hash(r.tobytes()) for r in a}
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #ccaa33e2
 def seen_rows(tag: str, # A `RecordingScaler` tag
              ) -> set:
     "Hashes of all rows that scalers tagged `tag` were fit on."
     return set().union(*FIT_LOG.get(tag, []))
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #462b033e
 class RecordingScaler(StandardScaler):
     "A `StandardScaler` that appends the hashes of the rows of each `fit` call to `FIT_LOG[tag]` (survives `clone`)."
     def __init__(self, tag: str='default', *, copy: bool=True, with_mean: bool=True, with_std: bool=True):
@@ -359,6 +371,7 @@ def _sweep(y: np.ndarray, # Labels 0/1
     cuts = np.where(np.isfinite(nxt), (s[last] + nxt)/2, s[last]) # halfway to the next lower score
     return np.r_[np.inf, cuts], np.r_[0, tp], np.r_[0, fp]
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #bb347a26
 def pick_threshold(y: np.ndarray, # Validation labels 0/1
                    score: np.ndarray, # Validation scores
                    objective: str='f1', # `f1` (maximise F1) or `cost` (minimise cost_fn*FN + cost_fp*FP)
@@ -376,6 +389,7 @@ def pick_threshold(y: np.ndarray, # Validation labels 0/1
         return float(cuts[np.argmin(cost_fn*fn + cost_fp*fp)])
     raise ValueError(f"objective must be 'f1' or 'cost', got {objective!r}")
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #901606b8
 def cost_curve(y: np.ndarray, # Labels 0/1
                score: np.ndarray, # Scores
                cost_fn: float, # Cost of a missed positive
@@ -398,6 +412,7 @@ def split_indices(y: np.ndarray, # Labels
     fi, va = train_test_split(tr, test_size=val_size, stratify=y[tr], random_state=seed)
     return fi, va, te
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #f767ff18
 def evaluate_split(d: FraudData, # A dataset
                    fit_idx: np.ndarray, # Rows to fit on
                    val_idx: np.ndarray, # Rows to choose thresholds on
@@ -431,6 +446,7 @@ def evaluate_split(d: FraudData, # A dataset
         scores[m] = (pv, pt)
     return rows, scores
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #5bc4f0bd
 @dataclass
 class Holdout:
     "One fit/validation/test evaluation of several methods on a dataset."
@@ -446,6 +462,7 @@ class Holdout:
     @property
     def y_test(self) -> np.ndarray: return self.data.y[self.test_idx]
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #f5a80d3d
 def holdout_eval(d: FraudData, # A dataset
                  methods: tuple|list|None=None, # Keys of `METHODS`; default `methods_for(d)`
                  xgb_params: dict|None=None, # XGBoost settings
@@ -502,6 +519,7 @@ def plot_confusions(h: Holdout, # A hold-out evaluation
     plt.tight_layout()
     return fig
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #8bc385a0
 def _lognorm(cm: np.ndarray):
     "A log colour scale, so that counts of 5 and 50,000 are both visible."
     from matplotlib.colors import LogNorm
@@ -528,6 +546,7 @@ def cv_eval(d: FraudData, # A dataset
         out += [dict(fold=k, n_train=len(tr), n_test=len(te), **r) for r in rows]
     return pd.DataFrame(out)
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #7d3af61c
 def cv_summary(cv: pd.DataFrame, # Output of `cv_eval`
                metrics: tuple=('ap', 'roc_auc', 'f1', 'tuned_f1', 'tuned_recall', 'tuned_precision', 'cost_per_1000'), # Columns to summarise
                level: float=0.95, # Confidence level
@@ -652,6 +671,7 @@ def analyse(d: FraudData, # A dataset
         out['cv_table'] = cv_summary(out['cv'])
     return out
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #47d0b8bb
 def make_results(profile: str, # Profile of the run
                  seed: int, # Seed of the run
                  cfg: dict, # `chapter_config(profile)`
@@ -699,6 +719,7 @@ def make_results(profile: str, # Profile of the run
                   creditcard_available=real_cc is not None)
     return Results('fraud-resampling', profile, info, metrics, dict(PAPER), config, dict(timings or {}), table, seed)
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #f4aaef3f
 @register_study('fraud-resampling', 'Class imbalance: SMOTE / undersampling / class weights with XGBoost (credit-card fraud)', paper=PAPER)
 def run_fraud_resampling(profile: str|None=None, # `quick`, `course` or `paper`; `None` reads the active one
                          seed: int=0, # Seed

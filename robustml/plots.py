@@ -45,6 +45,7 @@ def percent_axis(ax, # A matplotlib axes
         if limits is not None: getattr(ax, f'set_{a}lim')(*limits)
     return ax
 
+# %% ../nbs/foundations/02_plots.ipynb #b87fe773
 def line(ax, # A matplotlib axes
          x, # x values
          y, # y values (percent for rates)
@@ -60,6 +61,7 @@ def line(ax, # A matplotlib axes
     if lo is not None and hi is not None: ax.fill_between(x, lo, hi, color=c, alpha=band_alpha, linewidth=0)
     return ax
 
+# %% ../nbs/foundations/02_plots.ipynb #cb25734c
 def bars(ax, # A matplotlib axes
          names: Sequence[str], # One bar per run
          values, # Bar heights (percent for rates)
@@ -73,6 +75,7 @@ def bars(ax, # A matplotlib axes
     ax.set_xticks(range(len(names)), names, rotation=30, ha='right')
     return ax
 
+# %% ../nbs/foundations/02_plots.ipynb #5d793071
 def legend(ax, # A matplotlib axes
            **kwargs, # Passed to `ax.legend`
           ):

@@ -69,6 +69,7 @@ class DPLogisticRegression(dp_models.LogisticRegression):
         "Class probabilities of the one-vs-rest model (normalised sigmoids), columns ordered as `classes_`."
         return _ovr_proba(self.decision_function(X))
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #34e034e0
 def _ovr_proba(d: np.ndarray) -> np.ndarray:
     "Probabilities from one-vs-rest decision values: a sigmoid for binary, normalised sigmoids otherwise."
     p = 1. / (1. + np.exp(-np.clip(d, -500, 500)))
@@ -87,6 +88,7 @@ def laplace_releases(value: float, # The true answer of the query on one dataset
     mech = Laplace(epsilon=epsilon, sensitivity=sensitivity, random_state=np.random.RandomState(seed))
     return np.array([mech.randomise(float(value)) for _ in range(int(n))])
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #7ef822ef
 def laplace_density(x: np.ndarray, # Points at which to evaluate
                     value: float, # Centre (the true answer)
                     epsilon: float, # Privacy parameter
@@ -143,6 +145,7 @@ def paper_split(X: np.ndarray, # Iris features (150, 4), cm
     sc = StandardScaler().fit(Xtr)
     return sc.transform(Xtr), sc.transform(Xte), ytr, yte
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #349c1d03
 def row_norm_facts(Xtr: np.ndarray, # Standardised training rows
                    data_norm: float=2.0, # The clipping norm used
                   ) -> dict:
@@ -188,6 +191,7 @@ def _quiet():
         warnings.filterwarnings('ignore', message='.*L-BFGS-B.*deprecated', category=DeprecationWarning)  # raised inside diffprivlib
         yield
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #db3091b7
 def paper_setting(X: np.ndarray, # Iris features (150, 4)
                   y: np.ndarray, # Iris labels
                   epsilons=(10., 60.), # The paper's epsilons
@@ -212,6 +216,7 @@ def paper_setting(X: np.ndarray, # Iris features (150, 4)
             for r in rows[first:]: r['budget_spent'] = acct.total()[0]  # both installed-library models of this draw
     return pd.DataFrame(rows)
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #39ad34c7
 def summarise_paper_setting(df: pd.DataFrame) -> pd.DataFrame:
     "Mean accuracy with a 95% interval, median and the share of one-class predictors per objective and epsilon."
     def agg(g):
@@ -240,6 +245,7 @@ def public_scale(X: np.ndarray, # Raw features, one row per record
     if np.any(hi <= lo): raise ValueError("every upper bound must exceed its lower bound")
     return (2 * (np.clip(X, lo, hi) - lo) / (hi - lo)) - 1
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #5cb5fa54
 def public_data_norm(n_features: int) -> float:
     "The row-norm bound after `public_scale`: sqrt(n_features)."
     return math.sqrt(n_features)
@@ -249,6 +255,7 @@ def _seeds(seed: int, n: int) -> list[int]:
     "`n` independent integer seeds derived from `seed`."
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(n)]
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #b9a25f8d
 def iris_trial(X: np.ndarray, # Iris features in cm (150, 4)
                y: np.ndarray, # Iris labels 0, 1, 2
                task: str, # 'binary' (setosa vs rest) or '3-class'
@@ -274,11 +281,13 @@ def iris_trial(X: np.ndarray, # Iris features in cm (150, 4)
     for r in rows: r['trial_budget'] = acct.total()[0]
     return rows
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #8e97e6dc
 def _iris_job(X, y, epsilons, job):
     "One (task, seed) trial of `iris_sweep` (a module-level function, so process and cluster backends can ship it)."
     task, seed = job
     return iris_trial(X, y, task, epsilons, seed)
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #81434018
 def iris_sweep(X: np.ndarray, # Iris features in cm
                y: np.ndarray, # Iris labels
                epsilons, # Grid of epsilons
@@ -293,6 +302,7 @@ def iris_sweep(X: np.ndarray, # Iris features in cm
     out = parallel_map(partial(_iris_job, X, y, list(epsilons)), jobs, n_jobs=n_jobs, desc='iris trials')
     return pd.DataFrame([r for rows in out for r in rows])
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #edbd18d4
 def summarise_sweep(df: pd.DataFrame, # Output of `iris_sweep` or `mia_sweep`
                     value: str='accuracy', # Column to summarise
                     by=('task', 'epsilon'), # Grouping columns
@@ -313,6 +323,7 @@ def load_digits_parity() -> tuple:
                     notes='odd vs even digit; pixels 0..16 scaled to [-1, 1] with the public range')
     return public_scale(X, 0., 16.), (d % 2).astype(np.int64), info
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #51e9a9ff
 def record_losses(model, # A fitted (private or non-private) logistic regression
                   X: np.ndarray, # Records
                   y: np.ndarray, # Their labels 0..k-1
@@ -326,6 +337,7 @@ def record_losses(model, # A fitted (private or non-private) logistic regression
         return -(logsig[np.arange(len(y)), y] - np.logaddexp.reduce(logsig, axis=1))
     return -log_softmax(d, axis=1)[np.arange(len(y)), y]
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #d908878d
 def mia_trial(X: np.ndarray, # Features, already publicly scaled
               y: np.ndarray, # Labels 0..k-1
               epsilons, # Private models to attack
@@ -352,10 +364,12 @@ def mia_trial(X: np.ndarray, # Features, already publicly scaled
                              train_accuracy=float(m.score(X[mem], y[mem])), **att))
     return rows
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #02688f60
 def _mia_job(X, y, epsilons, n_members, C, seed):
     "One trial of `mia_sweep` (module level, so process and cluster backends can ship it)."
     return mia_trial(X, y, epsilons, seed, n_members, C)
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #653c2f47
 def mia_sweep(X: np.ndarray, y: np.ndarray, # Publicly scaled features and labels
               epsilons, # Grid of epsilons
               n_seeds: int=30, # Trials
@@ -380,6 +394,7 @@ def iris_dp_config(profile: str|None=None) -> dict:
         paper=dict(epsilons=np.logspace(-2, 2, 25), n_seeds=500, n_draws=1000, mia_epsilons=np.logspace(-2, 2, 13), mia_seeds=200),
         profile=profile) | dict(n_members=100, C_attack=100., C_iris=1.0, data_norm_paper=2.0)
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #d729d53f
 def _at(summary: pd.DataFrame, eps: float, col: str='mean', **where) -> float:
     "Value of `col` in a summary at the grid point nearest `eps` (log scale), filtered by `where`."
     s = summary
@@ -434,6 +449,7 @@ def run_iris_dp(profile: str|None=None, # quick, course or paper (default: the a
     res.frames = frames
     return res
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #1ca65ca3
 def results_table(m: dict) -> list[dict]:
     "Rows of the chapter's results table (paper vs ours) from the runner's metrics."
     P = PAPER

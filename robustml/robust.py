@@ -127,6 +127,7 @@ def robust_correct(model: nn.Module, # Classifier
         out.append(predict(model, xa, batch_size).argmax(1) == yb.cpu())
     return torch.cat(out)
 
+# %% ../nbs/foundations/06_robust.ipynb #0d317b25
 def robust_accuracy(model: nn.Module, # Classifier
                     data: tuple, # (x, y) tensors in input units
                     attack: Callable, # `(model, x, y) -> x_adv`
@@ -135,6 +136,7 @@ def robust_accuracy(model: nn.Module, # Classifier
     "Accuracy under `attack`."
     return robust_correct(model, data, attack, batch_size).float().mean().item()
 
+# %% ../nbs/foundations/06_robust.ipynb #448350ed
 def worst_case_correct(model: nn.Module, data: tuple, attacks: Sequence[Callable]|dict, batch_size: int=256) -> Tensor:
     "Per example: correct clean and under every attack in `attacks` (a list or a name -> attack dict)."
     atts = list(attacks.values()) if isinstance(attacks, dict) else list(attacks)
@@ -143,6 +145,7 @@ def worst_case_correct(model: nn.Module, data: tuple, attacks: Sequence[Callable
     for a in atts: ok &= robust_correct(model, data, a, batch_size)
     return ok
 
+# %% ../nbs/foundations/06_robust.ipynb #47e20333
 def worst_case_accuracy(model: nn.Module, # Classifier
                         data: tuple, # (x, y) tensors in input units
                         attacks: Sequence[Callable]|dict, # Attacks `(model, x, y) -> x_adv`
@@ -151,6 +154,7 @@ def worst_case_accuracy(model: nn.Module, # Classifier
     "Per-example worst case over a list of attacks."
     return worst_case_correct(model, data, attacks, batch_size).float().mean().item()
 
+# %% ../nbs/foundations/06_robust.ipynb #9ea65657
 def success_rate(model: nn.Module, # Classifier
                  x: Tensor, # Clean inputs
                  y: Tensor, # Labels

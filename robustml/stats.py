@@ -65,6 +65,7 @@ def _check_count(k: int, n: int):
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
     if not 0 <= k <= n: raise ValueError(f"k must be in [0, n], got k={k}, n={n}")
 
+# %% ../nbs/foundations/01_stats.ipynb #6368e579
 def wilson_ci(k: int, # Successes
               n: int, # Trials
               alpha: float=0.05, # 1 - confidence level
@@ -74,6 +75,7 @@ def wilson_ci(k: int, # Successes
     ci = _st.binomtest(int(k), int(n)).proportion_ci(confidence_level=1 - alpha, method='wilson')
     return float(ci.low), float(ci.high)
 
+# %% ../nbs/foundations/01_stats.ipynb #54d53702
 def binomial_p(k: int, # Successes
                n: int, # Trials
                p: float=0.5, # Rate under the null hypothesis (0.5: guessing between two answers)
@@ -118,6 +120,7 @@ def paired_counts(a, # Per-example booleans for A (e.g. correct under attack 1)
     if not (np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()): raise ValueError("a and b must be booleans (0/1)")
     return int(((a == 1) & (b == 0)).sum()), int(((b == 1) & (a == 0)).sum())
 
+# %% ../nbs/foundations/01_stats.ipynb #132e4741
 def not_worse(a, # Per-example booleans for the reference A
               b, # Per-example booleans for B on the same examples
               k: float=3., # Tolerance in standard deviations of the paired difference

@@ -58,6 +58,7 @@ def depends_on(name: str) -> tuple[str, ...]:
     "The studies whose records study `name` builds on."
     return next((d for n, _, d in STUDY_LIST if n == name), ())
 
+# %% ../nbs/foundations/08_studies.ipynb #0aad5bf1
 def load_studies() -> dict[str, Study]:
     "Import every chapter module of `STUDY_LIST` so that its studies register; return the registry in chapter order."
     for m in dict.fromkeys(m for _, m, _ in STUDY_LIST):
@@ -67,12 +68,14 @@ def load_studies() -> dict[str, Study]:
     order = {n: i for i, (n, _, _) in enumerate(STUDY_LIST)}
     return dict(sorted(STUDIES.items(), key=lambda kv: order.get(kv[0], len(order))))
 
+# %% ../nbs/foundations/08_studies.ipynb #9e6f9985
 def get_study(name: str) -> Study:
     "The registered study `name`, or a `KeyError` that lists what is registered."
     studies = load_studies()
     if name not in studies: raise KeyError(f"Unknown study {name!r}. Registered studies: {', '.join(studies) or '(none)'}")
     return studies[name]
 
+# %% ../nbs/foundations/08_studies.ipynb #b3241064
 def run_order(names: Iterable[str], # Requested studies ('all' for every registered one)
              ) -> list[str]: # The studies to run, each dependency before the studies that need it
     "Expand `names` with their dependencies and sort them into a valid order (chapter order where free)."
@@ -93,6 +96,7 @@ def results_dir() -> Path:
     "Where study records are read from and written to: `$ROBUSTML_RESULTS`, else `./results` (the CLI's default `--out`)."
     return Path(os.environ.get('ROBUSTML_RESULTS', 'results'))
 
+# %% ../nbs/foundations/08_studies.ipynb #1d1e9150
 def find_record(name: str, # Study name
                 profile: str|None=None, # The profile the record must have; None = the active one
                 seed: int=0, # The seed the record must have
@@ -115,6 +119,7 @@ def _fmt(v) -> str:
         return f'[{v[0]:.4g}, {v[1]:.4g}]'
     return str(v)
 
+# %% ../nbs/foundations/08_studies.ipynb #8178529a
 def format_table(rows: list[dict], # Rows to print
                  cols: list[str]|None=None, # Column names, in order; None = every key, in order of first appearance
                 ) -> str:
@@ -125,6 +130,7 @@ def format_table(rows: list[dict], # Rows to print
     line = lambda xs: '  '.join(x.ljust(w[i]) for i, x in enumerate(xs)).rstrip()
     return '\n'.join([line(cols), line(['-'*x for x in w])] + [line(r) for r in cells])
 
+# %% ../nbs/foundations/08_studies.ipynb #bf5a0550
 def results_text(res: Results) -> str:
     "A study's record for a terminal: what ran on what, the whole results table, then the paper's numbers beside ours."
     out = [f"== {res.study} [{res.profile} profile, seed {res.seed}] {res.data}"]

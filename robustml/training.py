@@ -34,6 +34,7 @@ def eval_mode(model: nn.Module, # The model to put in eval mode
     finally:
         for m, t in modes: m.training = t
 
+# %% ../nbs/foundations/04_training.ipynb #9edae8a8
 def model_device(model: nn.Module) -> torch.device:
     "The device of the model's first parameter or buffer (CPU for a model with neither)."
     for t in model.parameters(): return t.device
@@ -47,6 +48,7 @@ def as_input(xb: Tensor) -> Tensor:
     if not xb.is_floating_point(): raise ValueError(f"inputs must be floating point or uint8 images, got dtype {xb.dtype}")
     return xb
 
+# %% ../nbs/foundations/04_training.ipynb #bf56eaa0
 def _check_xy(data, name: str='data') -> tuple[Tensor, Tensor]:
     "Validate an `(x, y)` pair of tensors with matching lengths and integer labels."
     try: x, y = data
@@ -100,6 +102,7 @@ def predict(model: nn.Module, # Classifier
     with eval_mode(model):
         return torch.cat([model(as_input(x[i:i + batch_size].to(dev))).float().cpu() for i in range(0, len(x), batch_size)])
 
+# %% ../nbs/foundations/04_training.ipynb #910aeb72
 def correct(model: nn.Module, # Classifier
             x: Tensor, # Inputs
             y: Tensor, # Labels
@@ -109,6 +112,7 @@ def correct(model: nn.Module, # Classifier
     x, y = _check_xy((x, y))
     return predict(model, x, batch_size).argmax(1) == y.cpu()
 
+# %% ../nbs/foundations/04_training.ipynb #f2fe2a58
 def accuracy(model: nn.Module, # Classifier
              x: Tensor, # Inputs
              y: Tensor, # Labels
@@ -160,11 +164,13 @@ class History:
         if title: ax.set_title(title)
         return ax
 
+# %% ../nbs/foundations/04_training.ipynb #18b46c3e
 def cpu_state(model: nn.Module, # Model whose weights to copy
              ) -> dict:
     "A detached CPU copy of `model`'s state dict (a snapshot that later training steps do not change)."
     return {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
 
+# %% ../nbs/foundations/04_training.ipynb #fec6b67c
 def save_state(model: nn.Module|dict, # A model or a state dict
                path: str|Path, # Destination file
               ) -> Path:
@@ -175,6 +181,7 @@ def save_state(model: nn.Module|dict, # A model or a state dict
     torch.save(state, tmp); os.replace(tmp, path)
     return path
 
+# %% ../nbs/foundations/04_training.ipynb #6a1932fb
 def load_state(model: nn.Module, # Model to load into
                path: str|Path, # A file written by `save_state`
               ) -> nn.Module:
@@ -192,6 +199,7 @@ def _make_opt(model, opt, lr, momentum, weight_decay):
     if opt == 'sgd': return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"opt must be 'adam', 'sgd' or a torch optimizer, got {opt!r}")
 
+# %% ../nbs/foundations/04_training.ipynb #e409e87e
 def _make_sched(optim, schedule, total, step_size, gamma, lr):
     "(scheduler, per_batch) for a schedule name."
     if schedule is None: return None, False
@@ -209,6 +217,7 @@ class BatchLoss(Protocol):
     "What `fit` needs from a training objective: the loss of a batch and the logits its accuracy is measured on."
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
 
+# %% ../nbs/foundations/04_training.ipynb #8d7b341b
 class EpochGuard(Protocol):
     "What `fit` needs from a guard: `reset()` before training, `step(model, epoch) -> stop?` after each epoch, `accs`."
     accs: list
@@ -223,6 +232,7 @@ def _evaluate(model, data, batch_size):
     y = y.cpu().long()
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
+# %% ../nbs/foundations/04_training.ipynb #ffb55cc3
 def fit(model: nn.Module, # The model to train (in place)
         train: tuple, # (x, y) training tensors, held in memory
         val: tuple|None=None, # (x, y) validation tensors (never the test set)

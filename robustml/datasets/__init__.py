@@ -35,6 +35,7 @@ class Form:
     @property
     def is_dir(self) -> bool: return self.marker is not None
 
+# %% ../../nbs/foundations/03_datasets.ipynb #fbe6066d
 @dataclass
 class Dataset:
     "A registered dataset: its forms in order of preference, where it comes from, its licence and citation."
@@ -61,6 +62,7 @@ def _parse_sums(text: str) -> dict:
         out[path.strip().lstrip('*').removeprefix('./')] = digest.lower()
     return out
 
+# %% ../../nbs/foundations/03_datasets.ipynb #8decc86a
 _SUMS = _parse_sums(resources.files('robustml.datasets').joinpath('SHA256SUMS').read_text(encoding='utf-8'))
 
 def _under(prefix: str) -> dict:
@@ -79,6 +81,7 @@ def _check_tar(pattern: str) -> Callable:
         if not any(re.search(pattern, n) for n in names): raise ChecksumError(f"{path.name} holds no member matching {pattern!r}")
     return check
 
+# %% ../../nbs/foundations/03_datasets.ipynb #cd730518
 def _check_zip(pattern: str) -> Callable:
     "A check that a file is an intact zip archive holding a member whose name matches `pattern`."
     def check(path: Path):
@@ -177,6 +180,7 @@ class DataUnavailable(FileNotFoundError):
 
     def __reduce__(self): return (type(self), (self.name, self.looked, self.reason))
 
+# %% ../../nbs/foundations/03_datasets.ipynb #428ea26d
 class ChecksumError(ValueError):
     "A file's size or checksum differs from the published one (the file is not used)."
 
@@ -187,6 +191,7 @@ def cache_dir() -> Path:
     base = os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache'
     return Path(base).expanduser()/'robustml'
 
+# %% ../../nbs/foundations/03_datasets.ipynb #7d7cc621
 def data_roots() -> list[tuple[str, Path]]:
     "The folders searched, in order: `('ROBUSTML_DATA', path)` when the variable is set, then `('cache', cache_dir())`."
     roots = []
@@ -200,6 +205,7 @@ def _present(root: Path, form: Form) -> Path|None:
     if form.is_dir: return p if (p/form.marker).is_file() else None
     return p if p.is_file() else None
 
+# %% ../../nbs/foundations/03_datasets.ipynb #9d1192aa
 def locate(name: str, # A registered dataset name
           ) -> tuple[Path, str, Form]|None: # `(path, where, form)`, or `None` when not found locally
     "Find `name` locally (no download): the first form present in `ROBUSTML_DATA`, then in the cache."
@@ -209,10 +215,12 @@ def locate(name: str, # A registered dataset name
             if (p := _present(root, form)) is not None: return p, where, form
     return None
 
+# %% ../../nbs/foundations/03_datasets.ipynb #8214edd6
 def have(name: str) -> bool:
     "Whether dataset `name` is available without a download (Iris always is: it ships with scikit-learn)."
     return get_dataset(name).builtin or locate(name) is not None
 
+# %% ../../nbs/foundations/03_datasets.ipynb #7af1dc35
 def _looked(name: str) -> list[str]:
     "Human-readable list of the places `locate` searched."
     d = get_dataset(name)
@@ -235,6 +243,7 @@ def file_hash(path: str|Path, # File to hash
         _HASH_MEMO[key] = h.hexdigest()
     return _HASH_MEMO[key]
 
+# %% ../../nbs/foundations/03_datasets.ipynb #6ee4a0b4
 def verify_form(path: Path, # Where the form was found
                 form: Form, # What it should be
                ) -> bool|None: # True: every checksum matches; False: a mismatch or a missing file; None: nothing to check
@@ -305,6 +314,7 @@ def find(name: str, # A registered dataset name
     except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:  # network trouble, not a bad file
         raise DataUnavailable(name, _looked(name), f"download from {form.url} failed: {e}") from e
 
+# %% ../../nbs/foundations/03_datasets.ipynb #328aed25
 def fetch(name: str) -> Path:
     "Make sure `name` is available (download it into the cache if needed) and return its path."
     return find(name, download=True)
@@ -316,6 +326,7 @@ def _size_mb(path: Path, form: Form) -> float:
     files = [path/r for r in form.sha256] if isinstance(form.sha256, dict) else [p for p in path.rglob('*')]
     return round(sum(f.stat().st_size for f in files if f.is_file())/1e6, 1)
 
+# %% ../../nbs/foundations/03_datasets.ipynb #5fd29f47
 def status(name: str, # A registered dataset name
            verify: bool=True, # Compute checksums (False: `verified` is None)
           ) -> dict: # name, found, where, path, size_mb, verified, title
@@ -328,6 +339,7 @@ def status(name: str, # A registered dataset name
     return dict(name=name, found=True, where=where, path=str(path), size_mb=_size_mb(path, form),
                 verified=verify_form(path, form) if verify else None)
 
+# %% ../../nbs/foundations/03_datasets.ipynb #cf5cff29
 def status_all(names: Iterable[str]|None=None, # Datasets to report (default: all registered); unknown names raise `KeyError`
                verify: bool=True, # Compute checksums
               ) -> list[dict]: # One `status` row per dataset
@@ -336,6 +348,7 @@ def status_all(names: Iterable[str]|None=None, # Datasets to report (default: al
     for n in names: get_dataset(n)
     return [status(n, verify) for n in names]
 
+# %% ../../nbs/foundations/03_datasets.ipynb #df688a20
 def verify(name: str) -> bool|None:
     "Whether the local copy of `name` matches its checksums (None: nothing to check or not found)."
     return status(name, verify=True)['verified']
@@ -375,6 +388,7 @@ def _tar_members(raw: bytes|memoryview, # An uncompressed tar archive
         pos = start + (size + 511)//512*512
     return out
 
+# %% ../../nbs/foundations/03_datasets.ipynb #d10745cf
 def _read_archive(path: Path) -> tuple[bytes, dict]:
     "Read a tar or tar.gz into memory: `(raw bytes, {member name: (offset, size)})`."
     raw = path.read_bytes()
@@ -390,6 +404,7 @@ def _fingerprint(path: Path) -> str:
         if p.is_file(): st = p.stat(); h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
+# %% ../../nbs/foundations/03_datasets.ipynb #60133e65
 class _FileLock:
     "An exclusive `flock` on a lock file (a no-op where `fcntl` is missing)."
     def __init__(self, path: Path): self.path = path
@@ -404,6 +419,7 @@ class _FileLock:
     def __exit__(self, *a):
         if self.f: self.f.close()  # closing releases the lock
 
+# %% ../../nbs/foundations/03_datasets.ipynb #eb7ba5cf
 def cached_arrays(key: str, # Cache entry name, e.g. `cifar10-<fingerprint>`
                   names: Sequence[str], # Names of the arrays `make` returns, in order
                   make: Callable[[], tuple], # Computes the arrays when they are not cached

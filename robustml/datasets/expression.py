@@ -30,6 +30,7 @@ class Expression:
     name: str = '' # Dataset name
     source: str = 'real' # `real`, or `synthetic` for a stand-in
 
+# %% ../../nbs/foundations/03d_expression.ipynb #34f81efe
 def _golub_matrix(path: Path) -> 'pd.DataFrame':
     "Golub CSV (probes x [sample, call] pairs) -> samples x probes, samples in numeric order."
     import pandas as pd
@@ -41,6 +42,7 @@ def _golub_matrix(path: Path) -> 'pd.DataFrame':
     X.index = [int(c) for c in samples]; X.index.name = 'patient'
     return X.sort_index()
 
+# %% ../../nbs/foundations/03d_expression.ipynb #ee8ef603
 def load_golub(path: str|Path|None=None, # Folder with the three CSVs; default: `find('golub')`
               ) -> Expression: # X_train (38, 7129), X_test (34, 7129); classes ('ALL', 'AML')
     "Golub et al.'s leukaemia data: samples x probes in patient order, labels from `actual.csv` (0 ALL, 1 AML)."
@@ -58,6 +60,7 @@ def load_golub(path: str|Path|None=None, # Folder with the three CSVs; default: 
         return np.array([classes.index(lab[p]) for p in X.index], np.int64)
     return Expression(Xtr, labels(Xtr), Xte, labels(Xte), classes, 'golub')
 
+# %% ../../nbs/foundations/03d_expression.ipynb #5e9bde5d
 TCGA_OMICS = ('mrna', 'mirna', 'protein')
 
 def load_tcga_breast(omics: str|Sequence[str]='mrna', # Any of 'mrna' (200 genes), 'mirna' (184), 'protein' (142, train only)

@@ -36,6 +36,7 @@ def _jpeg_shape(b: bytes) -> tuple[int, int, int]|None:
         i += 2 + (b[i+2] << 8 | b[i+3])
     return None
 
+# %% ../../nbs/foundations/03a_images.ipynb #13c0618b
 def decode_image(b: bytes, # Encoded image (JPEG, PNG, ...)
                  size: int=32, # Expected height and width
                 ) -> np.ndarray: # uint8 (size, size, 3), RGB
@@ -47,6 +48,7 @@ def decode_image(b: bytes, # Encoded image (JPEG, PNG, ...)
     if im.size != (size, size): raise ValueError(f"expected a {size}x{size} image, got {im.size[0]}x{im.size[1]}")
     return np.asarray(im)
 
+# %% ../../nbs/foundations/03a_images.ipynb #987c32b0
 _DECODE_JOB: list = []  # blobs shared with forked worker processes
 _DECODE_OUT: np.ndarray|None = None  # where workers write pixels (shared memory when forked)
 
@@ -55,11 +57,13 @@ def _decode_range(bounds: tuple[int, int]) -> None:
     a, b = bounds
     for i in range(a, b): _DECODE_OUT[i] = decode_image(_DECODE_JOB[i])
 
+# %% ../../nbs/foundations/03a_images.ipynb #24bd4691
 def _cpus() -> int:
     "CPU cores this process may use."
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
+# %% ../../nbs/foundations/03a_images.ipynb #9f0f4bc1
 def decode_images(blobs: list[bytes], # Encoded 32x32 images
                   workers: int|None=None, # Processes to use (default: up to 2, by the cores available)
                  ) -> np.ndarray: # uint8 (N, 32, 32, 3)
@@ -102,6 +106,7 @@ def _tree_entries(names: Iterable[str]) -> list[tuple[str, int, str]]:
     out.sort(key=lambda t: t[0])
     return [t[1:] for t in out]
 
+# %% ../../nbs/foundations/03a_images.ipynb #1d97a1f6
 def _split_arrays(entries: list, x_hwc: np.ndarray) -> tuple:
     "Turn decoded HWC images and sorted tree entries into `(x_train, y_train, x_test, y_test)`, channels first, shuffled."
     x = x_hwc.transpose(0, 3, 1, 2)
@@ -113,6 +118,7 @@ def _split_arrays(entries: list, x_hwc: np.ndarray) -> tuple:
         out += [np.ascontiguousarray(x[idx]), y[idx]]
     return tuple(out)
 
+# %% ../../nbs/foundations/03a_images.ipynb #341e6b31
 def _cifar_from_tree(path: Path, workers: int|None=None, raw: bytes|None=None, members: dict|None=None) -> tuple:
     "Decode an image-folder tree (a folder, or an archive already read by `_read_archive`)."
     if path.is_dir():
@@ -124,6 +130,7 @@ def _cifar_from_tree(path: Path, workers: int|None=None, raw: bytes|None=None, m
     if not entries: raise ValueError(f"{path} holds no {{train,test}}/<class>/*.jpg images")
     return _split_arrays(entries, decode_images(blobs, workers))
 
+# %% ../../nbs/foundations/03a_images.ipynb #a1f4d098
 _BIN_TRAIN = tuple(f'data_batch_{i}.bin' for i in range(1, 6))
 
 def _parse_cifar_bin(buf: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +142,7 @@ def _parse_cifar_bin(buf: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     if y.max(initial=0) > 9: raise ValueError(f"{name}: label {y.max()} outside 0..9")
     return a[:, 1:].reshape(-1, 3, 32, 32).copy(), y
 
+# %% ../../nbs/foundations/03a_images.ipynb #4da96036
 def _cifar_from_binary(path: Path, raw: bytes|None=None, members: dict|None=None) -> tuple:
     "Parse the official binary batches (extracted `cifar-10-batches-bin` folder, or an archive read by `_read_archive`)."
     if path.is_dir(): blobs = {p.name: p.read_bytes() for p in path.glob('*.bin')}
@@ -145,6 +153,7 @@ def _cifar_from_binary(path: Path, raw: bytes|None=None, members: dict|None=None
     xte, yte = _parse_cifar_bin(blobs['test_batch.bin'], 'test_batch.bin')
     return np.concatenate([t[0] for t in tr]), np.concatenate([t[1] for t in tr]), xte, yte
 
+# %% ../../nbs/foundations/03a_images.ipynb #15984f78
 def _decode_cifar(path: Path, workers: int|None=None) -> tuple:
     "Read CIFAR-10 from any supported layout, telling the binary batches from an image tree by their content."
     if path.is_dir():
@@ -206,6 +215,7 @@ class Mammograms:
 
     def __len__(self): return len(self.refs)
 
+# %% ../../nbs/foundations/03a_images.ipynb #b4424e13
 def _mias_images(path: Path) -> tuple[dict, str]:
     "`({ref: encoded image bytes}, Info.txt text)` from a PNG/PGM folder or the official archive."
     if path.is_dir():
@@ -220,11 +230,13 @@ def _mias_images(path: Path) -> tuple[dict, str]:
     if info is None: raise ValueError(f"{path}: no Info.txt inside the archive or next to it; put the MIAS Info.txt beside it")
     return dict(sorted(files.items())), info
 
+# %% ../../nbs/foundations/03a_images.ipynb #16399fc0
 def load_mias_info(path: str|Path|None=None, # PNG/PGM folder or `all-mias.tar.gz`; default: `find('mias')`
                   ) -> 'pd.DataFrame': # One row per Info.txt line (see `parse_mias_info`)
     "The mini-MIAS truth data alone (no images decoded)."
     return parse_mias_info(_mias_images(Path(path) if path is not None else find('mias'))[1])
 
+# %% ../../nbs/foundations/03a_images.ipynb #a9fd61b8
 def load_mias(path: str|Path|None=None, # PNG/PGM folder or `all-mias.tar.gz`; default: `find('mias')`
               size: int=1024, # Output height and width (area-averaged downscale when < 1024)
               refs: Sequence[str]|None=None, # Only these films (e.g. `['mdb001']`); default: all

@@ -72,6 +72,7 @@ def parse_header(text: str) -> tuple[float, float, int]:
         if m and float(m.group(1)) != 0: gain = float(m.group(1))
     return fs, gain, n
 
+# %% ../../nbs/foundations/03b_signals.ipynb #72aeb0a2
 def _read_mat_val(b: bytes, name: str) -> np.ndarray:
     "The `val` variable of a MATLAB v4 record as a 1-D float32 array (raw units)."
     from scipy.io import loadmat
@@ -79,6 +80,7 @@ def _read_mat_val(b: bytes, name: str) -> np.ndarray:
     if 'val' not in m: raise ValueError(f"{name}: no variable 'val' (found {[k for k in m if not k.startswith('__')]})")
     return np.asarray(m['val'], dtype=np.float32).ravel()
 
+# %% ../../nbs/foundations/03b_signals.ipynb #67436e16
 def load_cinc2017(path: str|Path|None=None, # WFDB folder or `training2017.zip`; default: `find('cinc2017')`
                   reference: str|Path|None=None, # Another label file (e.g. `REFERENCE-v3.csv`); default: the one beside the records
                  ) -> ECGRecords:
@@ -129,6 +131,7 @@ def _beat_times(rng: np.random.Generator, duration: float, cls: int) -> tuple[np
     keep = t < duration + 0.5
     return t[keep], pvc[keep]
 
+# %% ../../nbs/foundations/03b_signals.ipynb #7f5ba240
 def _one_ecg(rng: np.random.Generator, length: int, cls: int, fs: float) -> np.ndarray:
     "One synthetic single-lead ECG of class `cls` in mV."
     t = np.arange(length) / fs
@@ -154,6 +157,7 @@ def _one_ecg(rng: np.random.Generator, length: int, cls: int, fs: float) -> np.n
         x += np.cumsum(rng.standard_normal(length)) * rng.uniform(0.005, 0.02)
     return x
 
+# %% ../../nbs/foundations/03b_signals.ipynb #17b01eed
 def synthetic_ecg(n: int=40, # Number of records (classes cycle, so they are balanced)
                   length: int=9000, # Maximum record length in samples
                   min_length: int|None=None, # Minimum length; `None` means half of `length` (records vary in length)

@@ -36,6 +36,7 @@ def load_creditcard(path: str|Path|None=None, # The CSV; default: `find('creditc
     df['Class'] = pd.to_numeric(df['Class'].astype(str).str.strip("'\" ")).astype(np.int64)
     return df
 
+# %% ../../nbs/foundations/03c_tabular.ipynb #a0ef5fe8
 def _binary_labels(s: 'pd.Series', where: str) -> np.ndarray:
     "Map a class column coded 0/1, -1/1 (possibly quoted) to int64 0/1 with 1 = positive."
     import pandas as pd
@@ -45,12 +46,14 @@ def _binary_labels(s: 'pd.Series', where: str) -> np.ndarray:
     if vals <= {-1, 1}: return (v == 1).astype(np.int64)
     raise ValueError(f"{where}: class values {sorted(vals)} are neither 0/1 nor -1/1")
 
+# %% ../../nbs/foundations/03c_tabular.ipynb #6640544a
 def _imblearn_npz(b: bytes, where: str) -> tuple:
     "`(X, y)` from imbalanced-learn's benchmark `.npz` (arrays `data` and `label`, read without pickle)."
     with np.load(io.BytesIO(b), allow_pickle=False) as z:
         if 'data' not in z or 'label' not in z: raise ValueError(f"{where}: expected arrays 'data' and 'label'")
         return np.asarray(z['data'], np.float64), np.asarray(z['label'])
 
+# %% ../../nbs/foundations/03c_tabular.ipynb #e6617545
 def load_mammography(path: str|Path|None=None, # CSV, imbalanced-learn's `x25data.npz` or its benchmark tar.gz; default: `find('mammography')`
                     ) -> tuple: # X DataFrame (11183, 6) X1..X6 float64, y int64 (1 = micro-calcification, the 2.32% minority)
     "Woods et al.'s imbalanced mammography set as `(X, y)`; the class (0/1 in the CSV, -1/1 in imbalanced-learn) maps to 0/1."
@@ -69,6 +72,7 @@ def load_mammography(path: str|Path|None=None, # CSV, imbalanced-learn's `x25dat
         X, lab = _imblearn_npz(raw[hit[0]:hit[0] + hit[1]], str(path))
     return pd.DataFrame(X, columns=[f'X{j}' for j in range(1, X.shape[1] + 1)]), _binary_labels(pd.Series(lab), str(path))
 
+# %% ../../nbs/foundations/03c_tabular.ipynb #5de730eb
 def load_iris() -> tuple: # X float64 (150, 4), y int64 (0 setosa, 1 versicolor, 2 virginica), feature_names, target_names
     "Fisher's Iris from scikit-learn (bundled, no download)."
     from sklearn.datasets import load_iris as _sk
@@ -110,6 +114,7 @@ def _time_of_day(rng: np.random.Generator, # Random generator
     cdf = np.cumsum(1 + amp*np.cos(2*np.pi*(grid/3600 - peak_h)/24)); cdf /= cdf[-1]
     return np.interp(rng.random(n), cdf, grid) + rng.uniform(0, 60, n)
 
+# %% ../../nbs/foundations/03c_tabular.ipynb #066eef7b
 def synthetic_creditcard(n: int=N_TRANSACTIONS, # Number of transactions
                           fraud_rate: float=N_FRAUDS/N_TRANSACTIONS, # Share of frauds (default: 492 in 284,807)
                           seed: int=0, # Seed of the generator
