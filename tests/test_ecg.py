@@ -127,15 +127,19 @@ def test_runner_json_holds_table(monkeypatch, tmp_path):
     path = res.save(tmp_path / 'ecg-smooth.json')
     d = json.loads(path.read_text())
     rows = {r['quantity']: r for r in d['table']}
-    for q in ('challenge F1 (mean F1 of N, A, O)', 'PGD success (%)', 'smoothed PGD success (%)',
+    for q in ('mean F1 of Normal, AF, Other (%)', 'PGD success (%)', 'smoothed attack success (%)',
               'energy above 25 Hz, PGD vs smoothed (%)', 'collate & perturb: still adversarial (%)',
               'attack throughput (records/s): PGD, smoothed'):
-        assert q in rows and set(rows[q]) == {'quantity', 'paper', 'ours', 'note'}
+        assert q in rows and set(rows[q]) == {'quantity', 'paper', 'ours', 'ci', 'note'}
     m = d['metrics']
     assert rows['PGD success (%)']['ours'] == round(100 * m['pgd_success'], 1)
     assert 0 <= m['pgd_success'] <= 1 and 0 <= m['smooth_success'] <= 1
     assert m['smooth_linf'] <= ecg.EPS + 1e-3 and m['pgd_padding_max'] == 0 and m['smooth_padding_max'] == 0
     assert m['smooth_hf_frac'] < m['pgd_hf_frac'] and m['smooth_tv'] < m['pgd_tv']
-    assert d['paper']['eps_raw'] == 10 and d['metrics']['eps_raw'] == 10
+    assert d['metrics']['eps_raw'] == 10
+    # the paper column holds Han et al.'s published numbers, in percent, beside ours under the same keys
+    assert d['paper']['smooth_success_pct'] == 74.0 and rows['smoothed attack success (%)']['paper'] == 74.0
+    assert m['smooth_success_pct'] == rows['smoothed attack success (%)']['ours'] == round(100 * m['smooth_success'], 1)
+    lo, hi = rows['PGD success (%)']['ci']; assert lo <= rows['PGD success (%)']['ours'] <= hi
     assert len(m['eps_sweep']) == len(d['config']['sweep_eps'])
     assert Results.load(path).table == res.to_dict()['table']
