@@ -383,8 +383,8 @@ def mia_sweep(X: np.ndarray, y: np.ndarray, # Publicly scaled features and label
     return pd.DataFrame([r for rows in out for r in rows])
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #30e64af1
-PAPER = {'nonprivate_acc': 1.0, 'eps10_acc': 0.42, 'eps60_acc': 0.84,
-         'legacy065_eps10_acc': 0.42, 'legacy065_eps60_acc': 0.84}
+PAPER = {'nonprivate_acc_pct': 100.0, 'eps10_acc_pct': 42.0, 'eps60_acc_pct': 84.0, # Verghese (2024), percent
+         'legacy065_eps10_acc_pct': 42.0, 'legacy065_eps60_acc_pct': 84.0}
 
 def iris_dp_config(profile: str|None=None) -> dict:
     "Settings of the study for `profile`."
@@ -436,12 +436,20 @@ def run_iris_dp(profile: str|None=None, # quick, course or paper (default: the a
          'rows_clipped_at_2': facts['rows_clipped'], 'budget_per_paper_draw': float(ps.budget_spent.iloc[0])}
     for task in ('binary', '3-class'):
         m[f'{task}_nonprivate_acc'] = float(np_sw[task])
-        for e in (0.1, 1., 10., 100.): m[f'{task}_eps{e:g}_acc'] = _at(sw, e, task=task)
+        for e in (0.1, 1., 10., 100.):
+            m[f'{task}_eps{e:g}_acc'] = _at(sw, e, task=task)
+            m[f'{task}_eps{e:g}_acc_ci'] = [_at(sw, e, 'ci_low', task=task), _at(sw, e, 'ci_high', task=task)]
+    for k, d in (('eps10_acc', cur[cur.epsilon == 10]), ('eps60_acc', cur[cur.epsilon == 60]), ('legacy065_eps60_acc', leg[leg.epsilon == 60])):
+        m[k + '_ci'] = list(mean_ci(d.accuracy)[1:])
     m['sweep_budget_per_trial'] = float(frames['iris'].groupby(['task', 'seed']).trial_budget.first().mean())
     m['attack_adv_nonprivate'] = float(att[~att.private].advantage.mean())
+    m['attack_adv_nonprivate_ci'] = list(mean_ci(att[~att.private].advantage)[1:])
     m['attack_acc_nonprivate'] = float(att[~att.private].accuracy.mean())
     for e in (0.1, 1., 10., 100.):
         m[f'attack_adv_eps{e:g}'] = _at(att_sum, e); m[f'attack_acc_eps{e:g}'] = _at(acc_sum, e)
+        m[f'attack_adv_eps{e:g}_ci'] = [_at(att_sum, e, 'ci_low'), _at(att_sum, e, 'ci_high')]
+        m[f'attack_acc_eps{e:g}_ci'] = [_at(acc_sum, e, 'ci_low'), _at(acc_sum, e, 'ci_high')]
+    m.update({k: _pct(m[k[:-4]]) for k in PAPER})   # ours beside the paper's numbers, in percent, under the same keys
     table = results_table(m)
     res = Results('iris-dp', profile, info, metrics=m, paper=dict(PAPER), seed=seed, timings=tm, table=table,
                   config={k: (list(map(float, v)) if isinstance(v, np.ndarray) else v) for k, v in cfg.items()}
@@ -450,26 +458,37 @@ def run_iris_dp(profile: str|None=None, # quick, course or paper (default: the a
     return res
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #1ca65ca3
+def _pct(v): return None if v is None else round(100 * float(v), 1)
+
 def results_table(m: dict) -> list[dict]:
-    "Rows of the chapter's results table (paper vs ours) from the runner's metrics."
-    P = PAPER
-    return [
-        dict(quantity='non-private accuracy, paper setting', paper=P['nonprivate_acc'], ours=m['nonprivate_acc']),
-        dict(quantity=f'eps=10, paper setting, diffprivlib {diffprivlib.__version__} (mean over draws)', paper=P['eps10_acc'], ours=m['eps10_acc']),
-        dict(quantity=f'eps=60, paper setting, diffprivlib {diffprivlib.__version__} (mean over draws)', paper=P['eps60_acc'], ours=m['eps60_acc']),
-        dict(quantity='eps=10, re-created 0.6.5 objective (median over draws)', paper=P['eps10_acc'], ours=m['legacy065_eps10_acc']),
-        dict(quantity='eps=10, 0.6.5 objective: share of one-class predictors', paper=None, ours=m['legacy065_eps10_one_class_share']),
-        dict(quantity='eps=60, re-created 0.6.5 objective (mean over draws)', paper=P['eps60_acc'], ours=m['legacy065_eps60_acc']),
-        dict(quantity='accuracy of an all-setosa predictor (19/45)', paper=None, ours=m['one_class_acc']),
-        dict(quantity='largest standardised training row norm (data_norm was 2.0)', paper=None, ours=m['max_std_row_norm']),
-        *[dict(quantity=f'{t}, public scaling, eps={e:g} (mean of trials)', paper=None, ours=m[f'{t}_eps{e:g}_acc'])
-          for t in ('binary', '3-class') for e in (0.1, 1, 10, 100)],
-        *[dict(quantity=f'{t}, non-private (mean of trials)', paper=None, ours=m[f'{t}_nonprivate_acc']) for t in ('binary', '3-class')],
-        dict(quantity='digits attack advantage, non-private', paper=None, ours=m['attack_adv_nonprivate']),
-        *[dict(quantity=f'digits attack advantage, eps={e:g}', paper=None, ours=m[f'attack_adv_eps{e:g}']) for e in (0.1, 1, 10, 100)],
-        dict(quantity='digits test accuracy, non-private', paper=None, ours=m['attack_acc_nonprivate']),
-        *[dict(quantity=f'digits test accuracy, eps={e:g}', paper=None, ours=m[f'attack_acc_eps{e:g}']) for e in (0.1, 1, 10, 100)],
+    "Rows (quantity, paper, ours, ci, note) of the chapter's results table, rates in percent, from the runner's metrics."
+    P = PAPER; v = diffprivlib.__version__
+    ci = lambda k: None if m.get(k + '_ci') is None else [_pct(m[k + '_ci'][0]), _pct(m[k + '_ci'][1])]
+    row = lambda q, paper, ours, note, c=None: {'quantity': q, 'paper': paper, 'ours': ours, 'ci': c, 'note': note}
+    paper_note = "the paper's setting: setosa vs rest, 70/30 split, standardised, data_norm 2"
+    rows = [
+        row('non-private accuracy (%)', P['nonprivate_acc_pct'], _pct(m['nonprivate_acc']), paper_note),
+        row(f'eps=10, diffprivlib {v} (%)', P['eps10_acc_pct'], _pct(m['eps10_acc']), f'mean over noise draws; {paper_note}', ci('eps10_acc')),
+        row(f'eps=60, diffprivlib {v} (%)', P['eps60_acc_pct'], _pct(m['eps60_acc']), f'mean over noise draws; {paper_note}', ci('eps60_acc')),
+        row('eps=10, re-created 0.6.5 objective (%)', P['legacy065_eps10_acc_pct'], _pct(m['legacy065_eps10_acc']),
+            'median over draws: most draws predict one class, 19/45 or 26/45'),
+        row('eps=10, 0.6.5 objective: one-class predictors (%)', None, _pct(m['legacy065_eps10_one_class_share']), 'share of the draws'),
+        row('eps=60, re-created 0.6.5 objective (%)', P['legacy065_eps60_acc_pct'], _pct(m['legacy065_eps60_acc']), 'mean over draws',
+            ci('legacy065_eps60_acc')),
+        row('all-setosa predictor (%)', None, _pct(m['one_class_acc']), '19 of the 45 test flowers'),
+        row('largest standardised training row norm', None, round(m['max_std_row_norm'], 2), 'the paper assumed data_norm 2.0'),
+        *[row(f'{t}, public scaling, eps={e:g} (%)', None, _pct(m[f'{t}_eps{e:g}_acc']), 'mean over trials, t-interval',
+              ci(f'{t}_eps{e:g}_acc')) for t in ('binary', '3-class') for e in (0.1, 1, 10, 100)],
+        *[row(f'{t}, non-private (%)', None, _pct(m[f'{t}_nonprivate_acc']), 'mean over trials') for t in ('binary', '3-class')],
+        row('digits: membership advantage, non-private (%)', None, _pct(m['attack_adv_nonprivate']), 'TPR - FPR of the loss-threshold attack',
+            ci('attack_adv_nonprivate')),
+        *[row(f'digits: membership advantage, eps={e:g} (%)', None, _pct(m[f'attack_adv_eps{e:g}']),
+              f'bound tanh(eps/2) = {_pct(float(dp_advantage_bound(e)))}', ci(f'attack_adv_eps{e:g}')) for e in (0.1, 1, 10, 100)],
+        row('digits: test accuracy, non-private (%)', None, _pct(m['attack_acc_nonprivate']), 'mean over trials'),
+        *[row(f'digits: test accuracy, eps={e:g} (%)', None, _pct(m[f'attack_acc_eps{e:g}']), 'mean over trials',
+              ci(f'attack_acc_eps{e:g}')) for e in (0.1, 1, 10, 100)],
     ]
+    return rows
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #a723339f
 def plot_accuracy_sweep(df: pd.DataFrame, # Output of `iris_sweep`

@@ -41,6 +41,13 @@ def _python(src: str) -> ast.Module|None:
     try: return ast.parse(code)
     except SyntaxError: return None
 
+def _code_cells(nb_path: Path):
+    "`(index, source, directives, parsed tree or None)` of each code cell."
+    for i, c in enumerate(_cells(nb_path)):
+        if c['cell_type'] == 'code':
+            src = _src(c)
+            yield i, src, _directives(src), _python(src)
+
 EXPORTS = {'export', 'exports', 'exporti', 'exec_doc'}
 IMPORTS = (ast.Import, ast.ImportFrom)
 
@@ -72,12 +79,8 @@ def test_doc_processors(nb, tmp_path):
 def test_imports_in_their_own_cells(nb):
     "nbdev's rule: a cell that imports does nothing else (the doc step runs it alone, without the cells before it)."
     bad = []
-    for i, c in enumerate(_cells(nb)):
-        src = _src(c)
-        if c['cell_type'] != 'code' or 'nbdev_export()' in src: continue
-        d = _directives(src)
-        if d.keys() & EXPORTS or d.get('eval', '').lower() == 'false': continue
-        tree = _python(src)
+    for i, src, d, tree in _code_cells(nb):
+        if 'nbdev_export()' in src or d.keys() & EXPORTS or d.get('eval', '').lower() == 'false': continue
         if tree is None or not any(isinstance(n, IMPORTS) for n in ast.walk(tree)): continue
         if not all(isinstance(n, IMPORTS) for n in tree.body): bad.append(f'cell {i}: {src[:80]!r}')
     assert not bad, f'{nb.name}: cells that import and also compute:\n' + '\n'.join(bad)
@@ -98,12 +101,8 @@ def _calls_markdown(node: ast.AST) -> bool:
 def test_prose_cells_hide_their_code(nb):
     "A cell that composes prose (`Markdown(...)` at top level) hides its code on the site: the reader sees the prose."
     bad = []
-    for i, c in enumerate(_cells(nb)):
-        src = _src(c)
-        if c['cell_type'] != 'code': continue
-        d = _directives(src)
+    for i, src, d, tree in _code_cells(nb):
         if d.get('echo', '').lower() == 'false' or 'hide' in d or d.get('include', '').lower() == 'false': continue
-        tree = _python(src)
         if tree is None: continue
         if any(_calls_markdown(n) for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))):
             bad.append(f'cell {i}: {src[:80]!r}')

@@ -168,7 +168,7 @@ def test_public_scaling_and_bad_input(iris):
 def test_study_registered_and_quick_run():
     from robustml.studies import get_study
     st = get_study('iris-dp')
-    assert st.runner is P.run_iris_dp and st.paper['eps10_acc'] == 0.42
+    assert st.runner is P.run_iris_dp and st.paper['eps10_acc_pct'] == 42.0
     res = st.run('quick', seed=0)
     m = res.metrics
     assert res.profile == 'quick' and res.data.source == 'real' and res.config['dp_versions']['diffprivlib'] == '0.6.6'
@@ -179,7 +179,10 @@ def test_study_registered_and_quick_run():
     assert m['attack_adv_nonprivate'] > m['attack_adv_eps0.1']
     cmp = res.comparison()
     assert set(cmp.index) == set(P.PAPER) and cmp.ours.notna().all()
-    assert len(res.table) >= 10 and all({'quantity', 'paper', 'ours'} <= set(r) for r in res.table)
+    assert m['eps10_acc_pct'] == round(100 * m['eps10_acc'], 1)        # ours in percent beside the paper's numbers
+    assert len(res.table) >= 10 and all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} for r in res.table)
+    for r in res.table:                                                  # every interval holds its estimate, in percent
+        if r['ci'] is not None: assert r['ci'][0] - 1e-9 <= r['ours'] <= r['ci'][1] + 1e-9, r
     json.dumps(res.to_dict())  # serialisable
 
 
