@@ -20,7 +20,7 @@ from .studies import register_study
 from .datasets import find, use_real
 from .datasets.signals import CINC2017_CLASSES as CLASSES, FS, GAIN, ECGRecords, load_cinc2017, synthetic_ecg
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
-from .stats import bootstrap_ci, bootstrap_metric
+from .stats import bootstrap_ci, bootstrap_metric, wilson_ci
 from .training import fit, predict
 
 # %% auto #0
@@ -446,7 +446,7 @@ def attack_ecg(st: ECGStudy) -> ECGStudy:
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #31714c31
 def sweep_ecg(st: ECGStudy) -> ECGStudy:
-    "Success rate of PGD and the smoothed attack for each eps in the profile's sweep (step eps/10, 20 steps)."
+    "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in the profile's sweep (step eps/10, 20 steps)."
     import pandas as pd
     a = st.attack; n = st.cfg['n_sweep'] or len(a['pool'])
     x, y, m = a['x'][:n], a['y'][:n], a['mask'][:n]
@@ -454,14 +454,15 @@ def sweep_ecg(st: ECGStudy) -> ECGStudy:
     with timed(st.timings, 'eps_sweep'):
         for e in st.cfg['sweep_eps']:
             if e == EPS:  # the main run already attacked these records with eps = EPS
-                rows.append({'eps_raw': e, 'eps_mV': e / GAIN, 'pgd_success': float(a['flip_pgd'][:n].float().mean()),
-                             'smooth_success': float(a['flip_smooth'][:n].float().mean()), 'records': len(x)})
-                continue
-            set_seed(st.seed)
-            xp, _ = attack_batches(st.model, x, y, m, 'pgd', eps=e, alpha=e / 10, desc=f'PGD eps={e:g}')
-            xs, _ = attack_batches(st.model, x, y, m, 'smooth', eps=e, alpha=e / 10, init=xp, desc=f'smoothed eps={e:g}')
-            rows.append({'eps_raw': e, 'eps_mV': e / GAIN, 'pgd_success': float(success_mask(st.model, x, y, xp)[1].float().mean()),
-                         'smooth_success': float(success_mask(st.model, x, y, xs)[1].float().mean()), 'records': len(x)})
+                fp, fs = a['flip_pgd'][:n], a['flip_smooth'][:n]
+            else:
+                set_seed(st.seed)
+                xp, _ = attack_batches(st.model, x, y, m, 'pgd', eps=e, alpha=e / 10, desc=f'PGD eps={e:g}')
+                xs, _ = attack_batches(st.model, x, y, m, 'smooth', eps=e, alpha=e / 10, init=xp, desc=f'smoothed eps={e:g}')
+                fp, fs = success_mask(st.model, x, y, xp)[1], success_mask(st.model, x, y, xs)[1]
+            kp, ks = int(fp.sum()), int(fs.sum())
+            rows.append({'eps_raw': e, 'eps_mV': e / GAIN, 'pgd_success': kp / len(x), 'pgd_ci': list(wilson_ci(kp, len(x))),
+                         'smooth_success': ks / len(x), 'smooth_ci': list(wilson_ci(ks, len(x))), 'records': len(x)})
     st.sweep = pd.DataFrame(rows)
     return st
 

@@ -142,4 +142,6 @@ def test_runner_json_holds_table(monkeypatch, tmp_path):
     assert m['smooth_success_pct'] == rows['smoothed attack success (%)']['ours'] == round(100 * m['smooth_success'], 1)
     lo, hi = rows['PGD success (%)']['ci']; assert lo <= rows['PGD success (%)']['ours'] <= hi
     assert len(m['eps_sweep']) == len(d['config']['sweep_eps'])
+    for r in m['eps_sweep']:   # each budget's success rates carry Wilson intervals that hold them
+        for k in ('pgd', 'smooth'): assert r[f'{k}_ci'][0] <= r[f'{k}_success'] <= r[f'{k}_ci'][1]
     assert Results.load(path).table == res.to_dict()['table']
