@@ -36,8 +36,8 @@ __all__ = ['METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER', 'FIT_LOG', 'Frau
            'seed_protocol', 'seed_table', 'scaler_leak_effect', 'smote_before_split', 'row_hashes', 'seen_rows',
            'RecordingScaler', 'pick_threshold', 'cost_curve', 'split_indices', 'evaluate_split', 'Holdout',
            'holdout_eval', 'plot_pr_curves', 'plot_confusions', 'cv_eval', 'cv_summary', 'operating_point_view',
-           'hessian_check', 'plot_cost_curves', 'comparison_table', 'verdict', 'analyse', 'make_results',
-           'run_fraud_resampling']
+           'hessian_check', 'plot_cost_curves', 'comparison_table', 'verdict', 'analyse', 'paper_rows', 'method_rows',
+           'make_results', 'run_fraud_resampling']
 
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #766920b1
 @dataclass
@@ -281,8 +281,8 @@ class _Identity(StandardScaler):
     def __init__(self): super().__init__(with_mean=False, with_std=False)
 
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #73189282
-PAPER = {'baseline_recall': 0.82, 'baseline_precision': 0.94, 'smote_recall': 0.87, 'smote_precision': 0.73,
-         'under_recall': 0.93, 'under_precision': 0.04, 'under_accuracy': 0.96} # Seed paper, creditcard.csv, threshold 0.5
+PAPER = {'baseline_recall': 82.0, 'baseline_precision': 94.0, 'smote_recall': 87.0, 'smote_precision': 73.0,
+         'under_recall': 93.0, 'under_precision': 4.0, 'under_accuracy': 96.0} # Seed paper, percent: creditcard.csv, threshold 0.5
 
 def seed_table(runs: dict, # `{'seed': seed_protocol(...), 'fixed': seed_protocol(..., fixed=True)}`
                d: FraudData, # The dataset they ran on
@@ -291,10 +291,10 @@ def seed_table(runs: dict, # `{'seed': seed_protocol(...), 'fixed': seed_protoco
     rows = []
     for k, v in PAPER.items():
         m, metric = k.split('_')
-        rows.append({'metric': k, 'paper (creditcard.csv)': v if d.key == 'creditcard' else None,
-                     f'seed code on {d.label}': runs['seed'].loc[m, metric],
-                     f'fixed code on {d.label}': runs['fixed'].loc[m, metric]})
-    return pd.DataFrame(rows).set_index('metric')
+        rows.append({'metric (%)': k, 'paper (creditcard.csv)': v if d.key == 'creditcard' else None,
+                     f'seed code on {d.label}': 100 * runs['seed'].loc[m, metric],
+                     f'fixed code on {d.label}': 100 * runs['fixed'].loc[m, metric]})
+    return pd.DataFrame(rows).set_index('metric (%)')
 
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #38138239
 def scaler_leak_effect(d: FraudData, # A dataset
@@ -622,8 +622,8 @@ def comparison_table(seed_runs: dict, # key -> {'seed': ..., 'fixed': ...} from 
     for d in datasets:
         for kind in ('seed', 'fixed'):
             r = seed_runs[d.key][kind]
-            out[f'{d.label}, {kind} code'] = [r.loc[k.split('_')[0], k.split('_')[1]] for k in PAPER]
-    out.index.name = 'metric (fraud class, threshold 0.5)'
+            out[f'{d.label}, {kind} code'] = [100 * r.loc[k.split('_')[0], k.split('_')[1]] for k in PAPER]
+    out.index.name = 'metric (fraud class, threshold 0.5, %)'
     return out
 
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #7212c1b2
@@ -671,6 +671,44 @@ def analyse(d: FraudData, # A dataset
         out['cv_table'] = cv_summary(out['cv'])
     return out
 
+# %% ../nbs/ch5_fraud/50_resampling.ipynb #f6d080db
+def _row(q, paper, ours, note, ci=None) -> dict:
+    "One row of the shared results schema."
+    return {'quantity': q, 'paper': paper, 'ours': ours, 'ci': ci, 'note': note}
+
+def paper_rows(seed_runs: dict, # key -> {'seed': ..., 'fixed': ...} from `seed_protocol`
+               datasets: list, # The `FraudData` they ran on
+              ) -> list[dict]: # Rows `quantity, paper, ours, ci, note`, in percent
+    "The paper's seven numbers beside ours, for the seed code and the fixed code on each dataset (threshold 0.5)."
+    rows = []
+    for d in datasets:
+        comparable = d.key == 'creditcard'
+        for kind in ('seed', 'fixed'):
+            r = seed_runs[d.key][kind]
+            for k, v in PAPER.items():
+                m, metric = k.split('_')
+                note = f"{d.label}, {kind} code, threshold 0.5" + ('' if comparable else "; the paper's number is on creditcard.csv: not comparable")
+                rows.append(_row(f'{m}: fraud {metric} ({kind} code, %)', v, round(100 * float(r.loc[m, metric]), 1), note))
+    return rows
+
+def method_rows(d: FraudData, # A dataset
+                holdout: pd.DataFrame, # `Holdout.table`
+                cv: pd.DataFrame, # `cv_summary` of the same methods
+                folds: int, # Number of cross-validation folds
+               ) -> list[dict]: # Rows `quantity, paper, ours, ci, note`; rates in percent
+    "Each method's average precision, F1 at the tuned threshold and cost per 1,000 cases: the mean over the folds with its interval."
+    rows = []
+    for m in holdout.index:
+        pct = lambda c: [round(100 * float(cv.loc[m, f'{c}_lo']), 1), round(100 * float(cv.loc[m, f'{c}_hi']), 1)]
+        note = f"{d.label}: mean of {folds} CV folds, Nadeau-Bengio interval; hold-out "
+        rows += [_row(f'{m}: average precision (%)', None, round(100 * float(cv.loc[m, 'ap_mean']), 1), note + f"{100 * holdout.loc[m, 'ap']:.1f}", pct('ap')),
+                 _row(f'{m}: F1 at the tuned threshold (%)', None, round(100 * float(cv.loc[m, 'tuned_f1_mean']), 1),
+                      note + f"{100 * holdout.loc[m, 'tuned_f1']:.1f}", pct('tuned_f1')),
+                 _row(f'{m}: cost per 1,000 cases', None, round(float(cv.loc[m, 'cost_per_1000_mean']), 1),
+                      note + f"{holdout.loc[m, 'cost_per_1000']:.1f} (FN {d.cost_fn:g}, FP {d.cost_fp:g})",
+                      [round(float(cv.loc[m, 'cost_per_1000_lo']), 1), round(float(cv.loc[m, 'cost_per_1000_hi']), 1)])]
+    return rows
+
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #47d0b8bb
 def make_results(profile: str, # Profile of the run
                  seed: int, # Seed of the run
@@ -684,9 +722,8 @@ def make_results(profile: str, # Profile of the run
     real_cc = next((d for d in datasets if d.key == 'creditcard'), None)
     seed_runs = {d.key: analyses[d.key]['seed_runs'] for d in datasets}
     if real_cc is not None: # only then are our numbers comparable with the paper's
-        for k in PAPER: metrics[k] = float(seed_runs['creditcard']['seed'].loc[k.split('_')[0], k.split('_')[1]])
-    comp = comparison_table(seed_runs, datasets)
-    for k, row in comp.iterrows(): table.append({'table': 'paper_vs_ours', 'metric': k, **row.to_dict()})
+        for k in PAPER: metrics[k] = 100 * float(seed_runs['creditcard']['seed'].loc[k.split('_')[0], k.split('_')[1]])  # percent, as PAPER
+    table += paper_rows(seed_runs, datasets)
     for d in datasets:
         a, k = analyses[d.key], d.key
         metrics[f'{k}.dummy.accuracy'] = a['dummy']['accuracy']; metrics[f'{k}.dummy.recall'] = a['dummy']['recall']
@@ -703,11 +740,7 @@ def make_results(profile: str, # Profile of the run
                 metrics[f'{k}.holdout.{m}.{c}'] = r[c]
             for c in ('ap', 'roc_auc', 'tuned_f1', 'cost_per_1000'):
                 for q in ('mean', 'lo', 'hi'): metrics[f'{k}.cv.{m}.{c}_{q}'] = s.loc[m, f'{c}_{q}']
-            table.append({'table': 'methods', 'dataset': d.label, 'data_source': d.info.source, 'method': m,
-                          **{c: r[c] for c in ('ap', 'roc_auc', 'precision', 'recall', 'f1', 'tuned_threshold', 'tuned_precision',
-                                               'tuned_recall', 'tuned_f1', 'cost_threshold', 'cost_per_1000')},
-                          **{f'cv_{c}_{q}': s.loc[m, f'{c}_{q}'] for c in ('ap', 'tuned_f1', 'cost_per_1000') for q in ('mean', 'lo', 'hi')},
-                          'cv_folds': int(a['cv'].fold.nunique())})
+        table += method_rows(d, a['holdout'].table, s, int(a['cv'].fold.nunique()))
     name = ' + '.join(f"{d.info.name} ({'REAL' if d.real else SIMULATED if d.key == 'simulated' else 'SYNTHETIC'})" for d in datasets)
     info = DataInfo(name, 'real' if all(d.real for d in datasets) else 'synthetic',
                     {d.key: len(d.y) for d in datasets}, None,

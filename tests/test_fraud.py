@@ -171,18 +171,19 @@ def test_runner_quick_json_holds_the_table(tmp_path):
     assert res.timings['total'] > 0
     assert isinstance(res, Results) and res.profile == 'quick' and res.paper == F.PAPER
     back = json.loads(res.save(tmp_path/'fraud.json').read_text())
-    kinds = {r['table'] for r in back['table']}
-    assert kinds == {'paper_vs_ours', 'methods'}
-    methods = [r for r in back['table'] if r['table'] == 'methods']
-    assert {'baseline', 'smote', 'under', 'weighted'} <= {r['method'] for r in methods}
-    assert all(0 <= r['ap'] <= 1 and r['cv_ap_lo'] <= r['cv_ap_mean'] <= r['cv_ap_hi'] for r in methods)
+    rows = back['table']
+    assert all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} for r in rows)       # the shared schema
+    assert {'baseline', 'smote', 'under', 'weighted'} <= {r['quantity'].split(':')[0] for r in rows}
+    for r in rows:
+        if r['ci'] is not None: assert r['ci'][0] - 1e-9 <= r['ours'] <= r['ci'][1] + 1e-9, r   # intervals hold their means
+        if r['quantity'].endswith('(%)'): assert 0 <= r['ours'] <= 100, r                     # rates in percent
+    paper = [r for r in rows if r['paper'] is not None]
+    assert len(paper) == 2 * len(F.PAPER) * len(back['config']['datasets']) and all(r['paper'] > 1 for r in paper)
     cc = back['config']['creditcard_available']
     assert all((k in back['metrics']) == cc for k in F.PAPER) # paper keys are filled only from the real creditcard.csv
     if not cc:
         assert F.SIMULATED in back['data']['name'] and back['data']['source'] == 'synthetic'
-        assert any(F.SIMULATED in r['dataset'] for r in methods)
-        paper_rows = [r for r in back['table'] if r['table'] == 'paper_vs_ours']
-        assert len(paper_rows) == len(F.PAPER) and all(r['creditcard.csv (real)'] == 'not available' for r in paper_rows)
+        assert all('not comparable' in r['note'] for r in paper)
 
 
 def test_xgboost_threads_follow_the_package_policy():
