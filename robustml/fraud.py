@@ -688,7 +688,7 @@ def paper_rows(seed_runs: dict, # key -> {'seed': ..., 'fixed': ...} from `seed_
             for k, v in PAPER.items():
                 m, metric = k.split('_')
                 note = f"{d.label}, {kind} code, threshold 0.5" + ('' if comparable else "; the paper's number is on creditcard.csv: not comparable")
-                rows.append(_row(f'{m}: fraud {metric} ({kind} code, %)', v, round(100 * float(r.loc[m, metric]), 1), note))
+                rows.append(_row(f'{d.key}, {m}: fraud {metric} ({kind} code, %)', v, round(100 * float(r.loc[m, metric]), 1), note))
     return rows
 
 def method_rows(d: FraudData, # A dataset
@@ -701,10 +701,10 @@ def method_rows(d: FraudData, # A dataset
     for m in holdout.index:
         pct = lambda c: [round(100 * float(cv.loc[m, f'{c}_lo']), 1), round(100 * float(cv.loc[m, f'{c}_hi']), 1)]
         note = f"{d.label}: mean of {folds} CV folds, Nadeau-Bengio interval; hold-out "
-        rows += [_row(f'{m}: average precision (%)', None, round(100 * float(cv.loc[m, 'ap_mean']), 1), note + f"{100 * holdout.loc[m, 'ap']:.1f}", pct('ap')),
-                 _row(f'{m}: F1 at the tuned threshold (%)', None, round(100 * float(cv.loc[m, 'tuned_f1_mean']), 1),
+        rows += [_row(f'{d.key}, {m}: average precision (%)', None, round(100 * float(cv.loc[m, 'ap_mean']), 1), note + f"{100 * holdout.loc[m, 'ap']:.1f}", pct('ap')),
+                 _row(f'{d.key}, {m}: F1 at the tuned threshold (%)', None, round(100 * float(cv.loc[m, 'tuned_f1_mean']), 1),
                       note + f"{100 * holdout.loc[m, 'tuned_f1']:.1f}", pct('tuned_f1')),
-                 _row(f'{m}: cost per 1,000 cases', None, round(float(cv.loc[m, 'cost_per_1000_mean']), 1),
+                 _row(f'{d.key}, {m}: cost per 1,000 cases', None, round(float(cv.loc[m, 'cost_per_1000_mean']), 1),
                       note + f"{holdout.loc[m, 'cost_per_1000']:.1f} (FN {d.cost_fn:g}, FP {d.cost_fp:g})",
                       [round(float(cv.loc[m, 'cost_per_1000_lo']), 1), round(float(cv.loc[m, 'cost_per_1000_hi']), 1)])]
     return rows

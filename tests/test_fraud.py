@@ -173,7 +173,7 @@ def test_runner_quick_json_holds_the_table(tmp_path):
     back = json.loads(res.save(tmp_path/'fraud.json').read_text())
     rows = back['table']
     assert all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} for r in rows)       # the shared schema
-    assert {'baseline', 'smote', 'under', 'weighted'} <= {r['quantity'].split(':')[0] for r in rows}
+    assert {'baseline', 'smote', 'under', 'weighted'} <= {r['quantity'].split(':')[0].split(', ')[-1] for r in rows}
     for r in rows:
         if r['ci'] is not None: assert r['ci'][0] - 1e-9 <= r['ours'] <= r['ci'][1] + 1e-9, r   # intervals hold their means
         if r['quantity'].endswith('(%)'): assert 0 <= r['ours'] <= 100, r                     # rates in percent
