@@ -18,7 +18,8 @@ from .cifar import (EPS5, EPS8, PAPER, RecordingGuard, evaluate_model, load_chap
                             pixel_model, summarise)
 
 # %% auto #0
-__all__ = ['TARGET', 'PAPER_FULL', 'conv_bn', 'Residual', 'resnet9', 'FullConfig', 'full_config', 'CifarFull', 'run_cifar_full']
+__all__ = ['TARGET', 'PAPER_FULL', 'conv_bn', 'Residual', 'resnet9', 'FullConfig', 'full_config', 'CifarFull', 'full_table',
+           'run_cifar_full']
 
 # %% ../nbs/ch1_cifar/11_full_scale.ipynb #206d8937
 def conv_bn(c_in: int, # Input channels
@@ -154,13 +155,30 @@ class CifarFull:
                                                                                           PAPER['faithful_seed_fgsm']),
                  trajectory=self.trajectory(), device=str(self.device), threads=torch.get_num_threads())
         return Results('cifar-full', c.profile, self.data.info, metrics=m, paper=dict(PAPER_FULL), config=asdict(c),
-                       timings=dict(self.timings), seed=self.seed)
+                       timings=dict(self.timings), seed=self.seed, table=full_table(c, s))
 
     def run(self) -> Results:
         "Load, train, evaluate, with the profile's CPU threads."
         with torch_threads(self.threads):
             self.load(); self.train(); self.evaluate()
             return self.results()
+
+# %% ../nbs/ch1_cifar/11_full_scale.ipynb #4ba18cf2
+def full_table(cfg: FullConfig, # The run's settings
+               s: dict, # `summarise` output: column -> percent, column + '_ci' -> [low, high]
+              ) -> list[dict]: # Rows `quantity, paper, ours, ci, note`, in percent
+    "The full-scale results in the shared schema; each note says what the profile made of the number."
+    scale = f"{cfg.profile} profile: resnet9 width {cfg.width:g}, {cfg.n_train:,} training images, {cfg.epochs} epochs"
+    rows = [('clean accuracy', 'clean', PAPER_FULL['clean'], cfg.n_test, "paper: the seed's adversarially trained model"),
+            ("seed's FGSM (normalised eps 0.1, clamp)", 'seed_fgsm', PAPER_FULL['seed_fgsm'], cfg.n_test, "the seed's own attack"),
+            ('FGSM at 5/255', 'fgsm5', None, cfg.n_test, 'pixel space'),
+            ('PGD-20 at 5/255', 'pgd20_5', None, cfg.n_pgd, f"target >= {TARGET['pgd20_5']:g}"),
+            (f'PGD-50 x {cfg.restarts} at 5/255', 'pgd50_5', None, cfg.n_strong, 'a stronger attack'),
+            ('FGSM at 8/255', 'fgsm8', None, cfg.n_test, 'pixel space'),
+            ('PGD-20 at 8/255', 'pgd20_8', None, cfg.n_pgd, 'the usual benchmark budget'),
+            (f'PGD-50 x {cfg.restarts} at 8/255', 'pgd50_8', None, cfg.n_strong, 'a stronger attack')]
+    return [{'quantity': f'{q} (%)', 'paper': p, 'ours': s.get(k), 'ci': s.get(k + '_ci'), 'note': f'{note}; {n:,} test images; {scale}'}
+            for q, k, p, n, note in rows if k in s]
 
 # %% ../nbs/ch1_cifar/11_full_scale.ipynb #1c5006a6
 @register_study('cifar-full', 'CIFAR-10: the best adversarial-training recipe at full scale against the seed (Verghese 2024)',
