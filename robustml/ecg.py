@@ -20,7 +20,7 @@ from .studies import register_study
 from .datasets import find, use_real
 from .datasets.signals import CINC2017_CLASSES as CLASSES, FS, GAIN, ECGRecords, load_cinc2017, synthetic_ecg
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
-from .stats import bootstrap_ci, bootstrap_metric, wilson_ci
+from .stats import bootstrap_ci, bootstrap_metric, percent, wilson_ci
 from .training import fit, predict
 
 # %% auto #0
@@ -495,7 +495,7 @@ PAPER = { # Han et al. (2020), arXiv 1905.05163 v2, in percent (see the table's 
     'winners_f1_pct': 83.0, # mean F1 of the 2017 challenge winners on the hidden test set
 }
 
-def _pct(v): return None if v is None else round(100 * float(v), 1)
+def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
 
 def results_table(st: ECGStudy) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table; rates and scores in percent."

@@ -27,7 +27,7 @@ from .datasets import find, have, stratified_subset, use_real
 from .datasets.tabular import (N_TRANSACTIONS, SIMULATED, load_creditcard, load_mammography, synthetic_creditcard,
                                        synthetic_imbalanced)
 from .studies import register_study
-from .stats import nadeau_bengio_ci
+from .stats import nadeau_bengio_ci, percent
 
 # %% auto #0
 __all__ = ['METHODS', 'SEED_METHODS', 'LARGE_METHODS', 'PAPER', 'FIT_LOG', 'FraudData', 'load_transactions',
@@ -688,7 +688,7 @@ def paper_rows(seed_runs: dict, # key -> {'seed': ..., 'fixed': ...} from `seed_
             for k, v in PAPER.items():
                 m, metric = k.split('_')
                 note = f"{d.label}, {kind} code, threshold 0.5" + ('' if comparable else "; the paper's number is on creditcard.csv: not comparable")
-                rows.append(_row(f'{d.key}, {m}: fraud {metric} ({kind} code, %)', v, round(100 * float(r.loc[m, metric]), 1), note))
+                rows.append(_row(f'{d.key}, {m}: fraud {metric} ({kind} code, %)', v, percent(r.loc[m, metric], 1), note))
     return rows
 
 def method_rows(d: FraudData, # A dataset
@@ -699,10 +699,10 @@ def method_rows(d: FraudData, # A dataset
     "Each method's average precision, F1 at the tuned threshold and cost per 1,000 cases: the mean over the folds with its interval."
     rows = []
     for m in holdout.index:
-        pct = lambda c: [round(100 * float(cv.loc[m, f'{c}_lo']), 1), round(100 * float(cv.loc[m, f'{c}_hi']), 1)]
+        pct = lambda c: [percent(cv.loc[m, f'{c}_lo'], 1), percent(cv.loc[m, f'{c}_hi'], 1)]
         note = f"{d.label}: mean of {folds} CV folds, Nadeau-Bengio interval; hold-out "
-        rows += [_row(f'{d.key}, {m}: average precision (%)', None, round(100 * float(cv.loc[m, 'ap_mean']), 1), note + f"{100 * holdout.loc[m, 'ap']:.1f}", pct('ap')),
-                 _row(f'{d.key}, {m}: F1 at the tuned threshold (%)', None, round(100 * float(cv.loc[m, 'tuned_f1_mean']), 1),
+        rows += [_row(f'{d.key}, {m}: average precision (%)', None, percent(cv.loc[m, 'ap_mean'], 1), note + f"{100 * holdout.loc[m, 'ap']:.1f}", pct('ap')),
+                 _row(f'{d.key}, {m}: F1 at the tuned threshold (%)', None, percent(cv.loc[m, 'tuned_f1_mean'], 1),
                       note + f"{100 * holdout.loc[m, 'tuned_f1']:.1f}", pct('tuned_f1')),
                  _row(f'{d.key}, {m}: cost per 1,000 cases', None, round(float(cv.loc[m, 'cost_per_1000_mean']), 1),
                       note + f"{holdout.loc[m, 'cost_per_1000']:.1f} (FN {d.cost_fn:g}, FP {d.cost_fp:g})",

@@ -25,7 +25,7 @@ from diffprivlib.utils import check_random_state
 from .core import DataInfo, Results, by_profile, get_profile, parallel_map, progress, timed
 from .studies import register_study
 from .attacks import dp_advantage_bound, membership_advantage
-from .stats import mean_ci
+from .stats import mean_ci, percent
 
 # %% auto #0
 __all__ = ['IRIS_BOUNDS', 'PAPER', 'dp_versions', 'DPLogisticRegression', 'laplace_releases', 'laplace_density',
@@ -458,7 +458,7 @@ def run_iris_dp(profile: str|None=None, # quick, course or paper (default: the a
     return res
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #1ca65ca3
-def _pct(v): return None if v is None else round(100 * float(v), 1)
+def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
 
 def results_table(m: dict) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table, rates in percent, from the runner's metrics."
