@@ -19,8 +19,9 @@ from scipy.stats import mannwhitneyu as _mannwhitneyu
 from .training import eval_mode, model_device
 
 # %% auto #0
-__all__ = ['Normalize', 'check_attack_inputs', 'margin_loss', 'attack_loss', 'fgsm', 'pgd', 'gaussian_kernels', 'smooth',
-           'smooth_pgd', 'membership_advantage', 'dp_advantage_bound']
+__all__ = ['Normalize', 'check_attack_inputs', 'margin_loss', 'attack_loss', 'fgsm', 'pgd', 'top_targets_pgd', 'dlr_loss',
+           'apgd_checkpoints', 'apgd', 'square', 'gaussian_kernels', 'smooth', 'smooth_pgd', 'membership_advantage',
+           'dp_advantage_bound']
 
 # %% ../nbs/foundations/05_attacks.ipynb #e24da2b9
 class Normalize(nn.Module):
@@ -231,6 +232,219 @@ def pgd(model: nn.Module, # Classifier that takes inputs in input units
             best = torch.where(better.view(-1, *([1] * (x.ndim - 1))), xa, best)
             best_ok, best_loss = best_ok | ok, torch.where(better, l, best_loss)
     return best.detach().to(dev0)
+
+# %% ../nbs/foundations/05_attacks.ipynb #75511220
+def top_targets_pgd(model: nn.Module, # Classifier that takes inputs in input units
+                    x: Tensor, # Clean inputs, shaped (N, ...)
+                    y: Tensor, # True labels, shaped (N,)
+                    eps: float, # Budget in input units
+                    alpha: float, # Step size
+                    steps: int, # Steps per target
+                    targets: int=3, # How many of the most likely other classes to try, one PGD run each
+                    **kwargs, # Passed to `pgd` (norm, bounds, mask, random_start)
+                   ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
+    "Targeted margin-loss PGD against each of the `targets` most likely other classes; per example, the first that fools."
+    check_attack_inputs(x, y, eps, alpha, steps, kwargs.get('bounds', (0., 1.)), kwargs.get('mask'))
+    if not isinstance(targets, int) or targets < 1: raise ValueError(f"targets must be an integer >= 1, got {targets!r}")
+    dev = model_device(model)
+    with eval_mode(model), torch.no_grad(): z = model(x.to(dev))
+    if targets > z.shape[1] - 1: raise ValueError(f"targets must be at most the number of other classes ({z.shape[1] - 1}), got {targets}")
+    yd = y.to(dev).long()
+    ranked = z.masked_fill(F.one_hot(yd, z.shape[1]).bool(), float('-inf')).argsort(1, descending=True)
+    best, done = None, z.argmax(1) != yd
+    for t in range(targets):
+        xa = pgd(model, x, ranked[:, t].to(y.device), eps, alpha, steps, targeted=True, loss='margin', **kwargs)
+        with eval_mode(model), torch.no_grad(): fooled = model(xa.to(dev)).argmax(1) != yd
+        if best is None: best = xa.clone()
+        new = (fooled & ~done).to(best.device)
+        best[new] = xa[new]; done = done | fooled
+    return best
+
+# %% ../nbs/foundations/05_attacks.ipynb #6cf312e1
+def dlr_loss(logits: Tensor, # Model outputs, shaped (N, classes); at least 3 classes (4 when targeted)
+             y: Tensor, # True labels, shaped (N,)
+             target: Tensor|None=None, # Target classes, shaped (N,), for the targeted version
+            ) -> Tensor: # Per-example loss to maximise
+    "Difference of logits ratio (Croce and Hein 2020), untargeted or targeted: invariant to shifting and scaling the logits."
+    c = logits.shape[1]
+    if c < (4 if target is not None else 3):
+        raise ValueError(f"the {'targeted ' if target is not None else ''}DLR loss needs at least "
+                         f"{4 if target is not None else 3} classes, the model has {c}; use loss='ce' or 'margin'")
+    zs = logits.sort(dim=1, descending=True).values
+    zy = logits.gather(1, y[:, None]).squeeze(1)
+    if target is None:
+        other = logits.masked_fill(F.one_hot(y, c).bool(), float('-inf')).amax(1)
+        return -(zy - other) / (zs[:, 0] - zs[:, 2] + 1e-12)
+    zt = logits.gather(1, target[:, None]).squeeze(1)
+    return -(zy - zt) / (zs[:, 0] - (zs[:, 2] + zs[:, 3]) / 2 + 1e-12)
+
+# %% ../nbs/foundations/05_attacks.ipynb #e1e0b20e
+def _apgd_loss(logits: Tensor, y: Tensor, loss: str, target: Tensor|None) -> Tensor:
+    "The per-example objective APGD ascends; with a `target`, the targeted version (success is still `argmax != y`)."
+    if loss == 'dlr': return dlr_loss(logits, y, target)
+    if target is None: return attack_loss(logits, y, loss)
+    if loss == 'ce': return -F.cross_entropy(logits, target, reduction='none')
+    zy, zt = logits.gather(1, y[:, None]).squeeze(1), logits.gather(1, target[:, None]).squeeze(1)
+    return zt - zy  # targeted margin
+
+# %% ../nbs/foundations/05_attacks.ipynb #7053aaaa
+def apgd_checkpoints(steps: int # Iterations of the run
+                    ) -> list[int]: # Iterations after which the step size is reviewed
+    "Croce and Hein's checkpoints `ceil(p_j * steps)`: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."
+    p = [0., 0.22]
+    while p[-1] < 1: p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps) for q in p if 0 < q < 1} - {0, steps})
+
+# %% ../nbs/foundations/05_attacks.ipynb #45da72df
+def _apgd_run(model, x, y, eps, steps, loss, norm, b, m, target, rho=0.75, momentum=0.75):
+    "One APGD run from a random start; returns (per-example best point, fooled mask). `x`, `y` already on the device."
+    def P(z):  # project onto the eps-ball around x, then onto the bounds
+        d = _project(z - x, eps, norm)
+        if m is not None: d = d * m
+        return _clip(x + d, b)
+    def step_dir(g): return g.sign() if norm == 'linf' else g / _flat_norm(g)
+    def evaluate(z):
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(z); l = _apgd_loss(logits, y, loss, target)
+            g, = torch.autograd.grad(l.sum(), z)
+        return l.detach(), g, logits.detach().argmax(1) != y
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    d0 = _random_start(x, eps, norm)
+    xk = P(x + d0); xprev = xk
+    lk, g, fooled = evaluate(xk)
+    x_best, l_best, g_best = xk, lk.clone(), g
+    x_adv, ok = xk.clone(), fooled.clone()  # first point found that fools the model, per example
+    eta = torch.full((x.shape[0],), 2 * eps, dtype=x.dtype, device=x.device)
+    ckpts, last = set(apgd_checkpoints(steps)), 0
+    n_up = torch.zeros_like(eta)
+    l_best_last, reduced_last = l_best.clone(), torch.zeros_like(ok)
+    for k in range(steps):
+        z = P(xk + eta.view(shape) * step_dir(g))
+        xn = z if k == 0 else P(xk + momentum * (z - xk) + (1 - momentum) * (xk - xprev))
+        ln, gn, fooled = evaluate(xn)
+        new = fooled & ~ok
+        x_adv = torch.where(new.view(shape), xn, x_adv); ok = ok | fooled
+        n_up += (ln > lk).to(eta.dtype)
+        up = ln > l_best
+        x_best = torch.where(up.view(shape), xn, x_best); g_best = torch.where(up.view(shape), gn, g_best)
+        l_best = torch.where(up, ln, l_best)
+        xprev, xk, lk, g = xk, xn, ln, gn
+        if k + 1 in ckpts:
+            oscillating = n_up < rho * (k + 1 - last)
+            stalled = ~reduced_last & (l_best <= l_best_last)
+            cut = oscillating | stalled
+            eta = torch.where(cut, eta / 2, eta)
+            xk = torch.where(cut.view(shape), x_best, xk); g = torch.where(cut.view(shape), g_best, g)
+            lk = torch.where(cut, l_best, lk)
+            reduced_last, l_best_last, n_up, last = cut, l_best.clone(), torch.zeros_like(n_up), k + 1
+    return torch.where(ok.view(shape), x_adv, x_best).detach(), ok
+
+# %% ../nbs/foundations/05_attacks.ipynb #fdfe9844
+def apgd(model: nn.Module, # Classifier that takes inputs in input units
+         x: Tensor, # Clean inputs, shaped (N, ...)
+         y: Tensor, # True labels, shaped (N,)
+         eps: float, # Budget in input units, in the chosen norm
+         steps: int=100, # Iterations per run (one forward and backward each)
+         loss: str='ce', # 'ce', 'dlr' or 'margin'
+         norm: str='linf', # 'linf' or 'l2'
+         restarts: int=1, # Runs from random starts, each on the examples not yet fooled
+         targets: int=0, # APGD-T: run once against each of the `targets` most likely other classes; 0 = untargeted
+         bounds=(0., 1.), # Valid input range `(low, high)`, or `None` for unbounded
+         mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
+        ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
+    "Auto-PGD (Croce and Hein 2020): step-size schedule with checkpoints, momentum, CE/DLR/margin loss, optional targeted runs."
+    b = check_attack_inputs(x, y, eps, steps=steps, bounds=bounds, mask=mask)
+    if norm not in ('linf', 'l2'): raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if loss not in ('ce', 'dlr', 'margin'): raise ValueError(f"loss must be 'ce', 'dlr' or 'margin', got {loss!r}")
+    if not isinstance(restarts, int) or restarts < 1: raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    if not isinstance(targets, int) or targets < 0: raise ValueError(f"targets must be an integer >= 0, got {targets!r}")
+    eps = float(eps)
+    if eps == 0: return x.detach().clone()
+    dev0 = x.device
+    x, y, m = _prepare(model, x, y, mask)
+    b = _as_bounds(bounds, x)
+    with eval_mode(model):
+        with torch.no_grad(): z0 = model(x)
+        if targets and targets > z0.shape[1] - 1:
+            raise ValueError(f"targets must be at most the number of other classes ({z0.shape[1] - 1}), got {targets}")
+        if loss == 'dlr': dlr_loss(z0, y, y if targets else None)  # clear error for too few classes
+        best, done = x.clone(), z0.argmax(1) != y
+        ranked = z0.masked_fill(F.one_hot(y, z0.shape[1]).bool(), float('-inf')).argsort(1, descending=True)
+        runs = [(r, None) for r in range(restarts)] if not targets else \
+               [(r, t) for t in range(targets) for r in range(restarts)]
+        for r, t in runs:
+            todo = (~done).nonzero().squeeze(1)
+            if len(todo) == 0: break
+            tgt = None if t is None else ranked[todo, t]
+            xa, ok = _apgd_run(model, x[todo], y[todo], eps, steps, loss, norm, b,
+                               None if m is None else m[todo], tgt)
+            # keep a run's point where it fools the model, or (first run) as the best effort so far
+            keep = ok | torch.tensor(r == 0 and t in (None, 0), device=ok.device)
+            best[todo[keep]] = xa[keep]; done[todo[ok]] = True
+    return best.detach().to(dev0)
+
+# %% ../nbs/foundations/05_attacks.ipynb #dd0dd9a3
+def _square_p(p_init: float, it: int, queries: int) -> float:
+    "Square attack's share of coordinates changed at iteration `it`, halved on the schedule of a 10,000-query run."
+    i = int(it / queries * 10_000)
+    halvings = sum(i > c for c in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+    return p_init / 2 ** halvings
+
+# %% ../nbs/foundations/05_attacks.ipynb #facdf0e1
+def square(model: nn.Module, # Classifier; only its outputs are used (no gradients)
+           x: Tensor, # Clean inputs: images (N, C, H, W) or signals (N, C, L)
+           y: Tensor, # True labels, shaped (N,)
+           eps: float, # L-inf budget in input units
+           queries: int=1000, # Model evaluations per example (after the first)
+           p_init: float=0.8, # Initial share of coordinates a square covers
+           bounds=(0., 1.), # Valid input range `(low, high)`, or `None` for unbounded
+           mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
+           seed: int|None=0, # Seed of the attack's random search (`None`: the global generator)
+          ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
+    "Square attack (Andriushchenko et al. 2020): score-based black-box random search over L-inf squares, margin loss."
+    b = check_attack_inputs(x, y, eps, steps=queries, bounds=bounds, mask=mask)
+    if x.ndim not in (2, 3, 4): raise ValueError(f"square expects images (N, C, H, W), signals (N, C, L) or rows (N, F), got {tuple(x.shape)}")
+    if not _is_num(p_init) or not 0 < p_init <= 1: raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")
+    eps = float(eps)
+    if eps == 0: return x.detach().clone()
+    dev0, shape0 = x.device, x.shape
+    x, y, m = _prepare(model, x, y, mask)
+    b = _as_bounds(bounds, x)
+    if x.ndim < 4:  # a signal is a 1-pixel-high image, a row a 1-channel signal
+        x = x.reshape(len(x), x.shape[1] if x.ndim == 3 else 1, 1, x.shape[-1])
+        m = None if m is None else m.reshape(x.shape)
+    n, c, h, w = x.shape
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    def rand_sign(*s): return (torch.randint(0, 2, s, generator=gen) * 2 - 1).to(x.device, x.dtype)
+    def rand_int(hi, k): return torch.randint(0, hi, (k,), generator=gen).to(x.device)
+    def f(z):  # margin: > 0 while the model is still right
+        with torch.no_grad(): lg = model(z.reshape(-1, *shape0[1:]))
+        return -margin_loss(lg, y_cur)
+    def apply(d): return _clip(x_cur + (d if m is None else d * m_cur), b)
+    with eval_mode(model):
+        delta = eps * rand_sign(n, c, 1, w).expand(n, c, h, w).clone()  # vertical stripes
+        x_cur, y_cur, m_cur = x, y, m
+        xa = apply(delta); marg = f(xa)
+        idx = torch.arange(n, device=x.device)
+        for it in range(queries):
+            act = (marg > 0).nonzero().squeeze(1)
+            if len(act) == 0: break
+            p = _square_p(p_init, it, queries)
+            if h == 1: sh, sw = 1, min(max(round(p * w), 1), w)
+            else: sh = sw = min(max(round(math.sqrt(p * h * w)), 1), h - 1, w - 1)
+            k = len(act)
+            r0, c0 = rand_int(h - sh + 1, k), rand_int(w - sw + 1, k)
+            rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+            win = ((rows[None] >= r0[:, None]) & (rows[None] < r0[:, None] + sh))[:, :, None] & \
+                  ((cols[None] >= c0[:, None]) & (cols[None] < c0[:, None] + sw))[:, None, :]
+            d_new = torch.where(win[:, None], eps * rand_sign(k, c, 1, 1), delta[act])
+            x_cur, y_cur, m_cur = x[act], y[act], None if m is None else m[act]
+            xn = apply(d_new); mn = f(xn)
+            better = mn < marg[act]
+            delta[act[better]] = d_new[better]; xa[act[better]] = xn[better]; marg[act[better]] = mn[better]
+    xa = xa.detach()
+    return xa.reshape(shape0).to(dev0)
 
 # %% ../nbs/foundations/05_attacks.ipynb #7d75c863
 def gaussian_kernels(kernel_sizes: Sequence[int]=(5, 7, 11, 15, 19), # Odd kernel lengths

@@ -12,8 +12,9 @@ import torch.nn as nn
 
 from .core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
 from .studies import register_study
-from .robust import AdvTrain
-from .training import History, cpu_state, fit, random_crop_flip
+from .datasets import cache_dir
+from .robust import AdvTrain, autoattack
+from .training import History, cpu_state, fit, load_state, random_crop_flip, save_state
 from .cifar import (EPS5, EPS8, PAPER, RecordingGuard, evaluate_model, load_chapter_data, n_params,
                             pixel_model, summarise)
 
@@ -67,6 +68,8 @@ class FullConfig:
     restarts: int = 2 # restarts of PGD-50
     eps: float = EPS5 # training budget (pixels)
     n_boot: int = 1000 # bootstrap resamples
+    n_aa: int = 0 # of the test images, images for the AutoAttack-style evaluation (0: skip it)
+    aa_version: str = 'course' # `robustml.robust.autoattack` version: 'course' or 'standard'
 
 # %% ../nbs/ch1_cifar/11_full_scale.ipynb #65c2f6e9
 def full_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
@@ -74,11 +77,11 @@ def full_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = t
     "The settings of `profile`."
     p = get_profile(profile)
     if p == 'quick': return FullConfig(p, width=0.125, n_train=512, n_val=128, n_test=128, n_pgd=32, n_strong=16,
-                                       n_guard=32, epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, n_boot=200)
+                                       n_guard=32, epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, n_boot=200, n_aa=16)
     if p == 'course': return FullConfig(p, width=0.25, n_train=10000, n_val=1000, n_test=2000, n_pgd=500, n_strong=200,
-                                        n_guard=200, epochs=6, batch_size=128, lr=0.1, weight_decay=5e-4)
+                                        n_guard=200, epochs=6, batch_size=128, lr=0.1, weight_decay=5e-4, n_aa=200)
     return FullConfig(p, width=0.5, n_train=49000, n_val=1000, n_test=10000, n_pgd=2000, n_strong=500, n_guard=500,
-                      epochs=15, batch_size=256, lr=0.2, weight_decay=5e-4, n_boot=2000)
+                      epochs=15, batch_size=256, lr=0.2, weight_decay=5e-4, n_boot=2000, n_aa=1000, aa_version='standard')
 
 # %% ../nbs/ch1_cifar/11_full_scale.ipynb #f2b0c622
 TARGET = {'clean': 78.0, 'pgd20_5': 48.0} # the issue's target, in percent, at eps = 5/255
@@ -122,12 +125,37 @@ class CifarFull:
         self.timings['train'] = round(sum(self.hist.time) - sum(self.guard.seconds), 2)
         return self.hist
 
+    @property
+    def weights_path(self):
+        "Where the trained weights of this profile and seed live: the user cache (`robustml.datasets.cache_dir`), never the repository."
+        return cache_dir()/'weights'/f'cifar-full-{self.cfg.profile}-seed{self.seed}.pt'
+
+    def save_weights(self):
+        "Write the trained state dict to `weights_path` (atomically), so a later session can evaluate without retraining."
+        return save_state(self.net, self.weights_path)
+
+    def load_weights(self) -> bool:
+        "Load the weights a previous run saved (`torch.load(weights_only=True)`); False when there are none."
+        if not self.weights_path.is_file(): return False
+        self.net = load_state(self.model(), self.weights_path).eval()
+        return True
+
     def evaluate(self) -> dict:
-        "Clean, seed FGSM, FGSM, PGD-20 and PGD-50 with restarts at 5/255 and 8/255, with bootstrap intervals."
+        "Clean, seed FGSM, FGSM, PGD-20, PGD-50 with restarts and AutoAttack-style at 5/255 and 8/255, with intervals."
         with timed(self.timings, 'evaluate'):
             self.ok = evaluate_model(self.net, self.data, self.cfg, strong=True, seed=self.seed)
-            self.summary = summarise(self.ok, self.cfg.n_boot, self.seed)
+        if self.cfg.n_aa:
+            with timed(self.timings, 'autoattack'): self.ok.update(self.autoattack())
+        self.summary = summarise(self.ok, self.cfg.n_boot, self.seed)
         return self.summary
+
+    def autoattack(self) -> dict:
+        "Per-image robustness under `robustml.robust.autoattack` at 5/255 and 8/255 on the first `n_aa` test images."
+        x, y = self.data.test(self.cfg.n_aa)
+        self.aa = {tag: autoattack(self.net, x, y, e, version=self.cfg.aa_version, seed=self.seed, keep_inputs=False)
+                   for tag, e in (('5', EPS5), ('8', EPS8))}
+        # worst case at 8/255 includes the 5/255 examples (inside the larger ball), as for the PGD columns
+        return {'aa_5': torch.from_numpy(self.aa['5'].robust), 'aa_8': torch.from_numpy(self.aa['8'].robust & self.aa['5'].robust)}
 
     def trajectory(self) -> list[dict]:
         "Per epoch: cumulative training seconds (guard excluded), validation clean and guard PGD-10 accuracy (percent)."
@@ -153,14 +181,18 @@ class CifarFull:
                  guard_fired=self.guard.fired, train_s=self.timings['train'], n_params=n_params(self.net),
                  time_to_seed_clean_s=self.time_to(), time_to_seed_numbers_s=self.time_to(PAPER['faithful_clean'],
                                                                                           PAPER['faithful_seed_fgsm']),
-                 trajectory=self.trajectory(), device=str(self.device), threads=torch.get_num_threads())
+                 trajectory=self.trajectory(), device=str(self.device), threads=torch.get_num_threads(),
+                 autoattack={t: a.table().to_dict('records') for t, a in getattr(self, 'aa', {}).items()})
         return Results('cifar-full', c.profile, self.data.info, metrics=m, paper=dict(PAPER_FULL), config=asdict(c),
                        timings=dict(self.timings), seed=self.seed, table=full_table(c, s))
 
-    def run(self) -> Results:
-        "Load, train, evaluate, with the profile's CPU threads."
+    def run(self, save: bool=True, # Save the trained weights in the user cache
+           ) -> Results:
+        "Load, train, save the weights, evaluate, with the profile's CPU threads."
         with torch_threads(self.threads):
-            self.load(); self.train(); self.evaluate()
+            self.load(); self.train()
+            if save: self.save_weights()
+            self.evaluate()
             return self.results()
 
 # %% ../nbs/ch1_cifar/11_full_scale.ipynb #4ba18cf2
@@ -176,7 +208,9 @@ def full_table(cfg: FullConfig, # The run's settings
             (f'PGD-50 x {cfg.restarts} at 5/255', 'pgd50_5', None, cfg.n_strong, 'a stronger attack'),
             ('FGSM at 8/255', 'fgsm8', None, cfg.n_test, 'pixel space'),
             ('PGD-20 at 8/255', 'pgd20_8', None, cfg.n_pgd, 'the usual benchmark budget'),
-            (f'PGD-50 x {cfg.restarts} at 8/255', 'pgd50_8', None, cfg.n_strong, 'a stronger attack')]
+            (f'PGD-50 x {cfg.restarts} at 8/255', 'pgd50_8', None, cfg.n_strong, 'a stronger attack'),
+            (f'AutoAttack-style ({cfg.aa_version}) at 5/255', 'aa_5', None, cfg.n_aa, 'APGD-CE, APGD-T, Square: the per-image worst case'),
+            (f'AutoAttack-style ({cfg.aa_version}) at 8/255', 'aa_8', None, cfg.n_aa, 'APGD-CE, APGD-T, Square: the per-image worst case')]
     return [{'quantity': f'{q} (%)', 'paper': p, 'ours': s.get(k), 'ci': s.get(k + '_ci'), 'note': f'{note}; {n:,} test images; {scale}'}
             for q, k, p, n, note in rows if k in s]
 

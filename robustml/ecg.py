@@ -5,8 +5,8 @@
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #47058f39
 from __future__ import annotations
 import math, os, time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -15,26 +15,103 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import DataInfo, Results, by_profile, get_profile, progress, set_seed, timed
+from .core import (PROFILES, DataInfo, Results, by_profile, get_profile, parallel_map, progress, set_seed,
+                           set_threads, timed, torch_threads)
 from .studies import register_study
 from .datasets import find, use_real
 from .datasets.signals import CINC2017_CLASSES as CLASSES, FS, GAIN, ECGRecords, load_cinc2017, synthetic_ecg
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
-from .stats import bootstrap_ci, bootstrap_metric, percent, wilson_ci
+from .robust import autoattack
+from .stats import bootstrap_ci, bootstrap_metric, mean_ci, percent, wilson_ci
 from .training import fit, predict
+from .plots import bars, legend, line, percent_axis, run_color, style
 
 # %% auto #0
-__all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'PAPER', 'plot_ecgs', 'load_ecg_data', 'split_records',
-           'pad_records', 'valid_lengths', 'random_crops', 'crop_augment', 'ECGNet', 'oversample', 'cinc_scores',
-           'attack_batches', 'success_mask', 'hf_energy_fraction', 'total_variation', 'collate_and_perturb',
-           'ecg_config', 'ECGStudy', 'ecg_setup', 'train_ecg', 'attack_ecg', 'sweep_ecg', 'collate_ecg',
-           'results_table', 'ecg_results', 'run_ecg_smooth', 'plot_attack']
+__all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'PAPER', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'load_ecg_data',
+           'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths', 'ECGNet',
+           'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'train_binary_ecg',
+           'attack_batches', 'success_mask', 'hf_energy_fraction', 'total_variation', 'attack_ecg', 'attack_binary_ecg',
+           'plot_attack', 'autoattack_ecg', 'headline', 'seed_headline', 'seeds_ecg', 'sweep_ecg', 'plot_sweep',
+           'collate_and_perturb', 'collate_ecg', 'results_table', 'ecg_results', 'run_ecg_smooth']
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #49232144
 KERNEL_SIZES = (5, 7, 11, 15, 19) # Gaussian kernel lengths of the smoothed attack (samples)
 SIGMAS = (1, 3, 5, 7, 10) # Gaussian widths of the smoothed attack (samples)
+EPS, ALPHA, STEPS = 10., 1., 20  # the paper's PGD settings, raw units
+
+PAPER = { # Han et al. (2020), arXiv 1905.05163 v2, in percent (see the table's notes for what each one measured)
+    'smooth_success_pct': 74.0, # correctly classified test ECGs whose diagnosis the smoothed attack changes
+    'cp_still_adversarial_pct': 87.6, # attacked ECGs that stay adversarial under smoothed Gaussian noise
+    'clinicians_spot_pgd_pct': 95.0, # pairs in which two clinicians told the PGD example from the original
+    'clinicians_spot_smooth_pct': 62.0, # the same for smoothed examples (chance: 50)
+    'authors_f1_pct': 87.0, # mean F1 (N, A, O) of the authors' model on their random 10% split (it also picked the checkpoint)
+    'winners_f1_pct': 83.0, # mean F1 of the 2017 challenge winners on the hidden test set
+}
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #944d773d
+#| code-fold: true
+@dataclass(frozen=True)
+class ECGConfig:
+    "Every size and setting of one profile of the chapter (the appendix prints all three)."
+    profile: str # 'quick', 'course' or 'paper', resolved once at the entrance
+    length: int # samples per record after cutting / zero-padding (300 per second)
+    crop: int # training crop in samples
+    width: int # channels of every ECGNet layer
+    dilations: tuple # one residual block per dilation
+    epochs: int # 4-class training epochs
+    repeat: int # passes over the training records per epoch, each with new crops
+    batch_size: int # training batch
+    lr: float # peak learning rate (one-cycle schedule)
+    binary_epochs: int # Normal-vs-AF training epochs
+    n_attack: int|None # correctly classified held-out records attacked (None: all)
+    n_binary_attack: int|None # the same for the Normal-vs-AF model
+    sweep_eps: tuple # budgets of the eps sweep (raw units)
+    n_sweep: int|None # records of the sweep (None: the whole attack pool)
+    cp_records: int|None # adversarial examples that collate and perturb samples around (None: all)
+    cp_samples: int # random perturbations per record
+    n_synthetic: int # records of the stand-in (quick without data)
+    threads: int|None # PyTorch CPU threads (None: PyTorch's default; ROBUSTML_THREADS overrides)
+    n_seeds: int # seeds of the headline (F1 and attack success): seed, seed + 1, ...
+    n_jobs: int|None = None # workers of `parallel_map` over those seeds (None: joblib's setting, serial by default)
+    aa_version: str = 'course' # `robustml.robust.autoattack` version of the AutoAttack-style step ('course' or 'standard')
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #20da768b
+#| code-fold: true
+def ecg_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None reads the environment (once)
+              ) -> ECGConfig:
+    "The chapter's settings for `profile`, with the resolved profile inside."
+    p = get_profile(profile)
+    return by_profile(
+        quick=ECGConfig(p, length=3000, crop=1500, width=16, dilations=(1, 2, 4, 8), epochs=4, repeat=2, batch_size=32,
+                        lr=3e-3, binary_epochs=3, n_attack=12, n_binary_attack=8, sweep_eps=(2., 10.), n_sweep=8,
+                        cp_records=4, cp_samples=16, n_synthetic=120, threads=1, n_seeds=2),
+        course=ECGConfig(p, length=9000, crop=2400, width=32, dilations=(1, 2, 4, 8, 1, 2, 4, 8), epochs=20, repeat=4,
+                         batch_size=32, lr=3e-3, binary_epochs=15, n_attack=None, n_binary_attack=48,
+                         sweep_eps=(1., 2., 5., 10., 20.), n_sweep=None, cp_records=32, cp_samples=128, n_synthetic=300,
+                         threads=1, n_seeds=3),
+        paper=ECGConfig(p, length=18000, crop=9000, width=64, dilations=(1, 2, 4, 8, 16, 1, 2, 4, 8, 16), epochs=60,
+                        repeat=4, batch_size=32, lr=1e-3, binary_epochs=40, n_attack=None, n_binary_attack=None,
+                        sweep_eps=(1., 2., 5., 10., 20., 50.), n_sweep=None, cp_records=None, cp_samples=1000,
+                        n_synthetic=300, threads=None, n_seeds=5, aa_version='standard'),
+        profile=p)
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #990e1386
+def load_ecg_data(cfg: ECGConfig, # The chapter's settings (`ecg_config`)
+                  seed: int=0, # Seed of the stand-in generator (real data do not depend on it)
+                 ) -> tuple[ECGRecords, DataInfo]:
+    "The CinC 2017 records and where they came from: real when present, the synthetic stand-in only under `quick`."
+    if use_real('cinc2017', cfg.profile):  # raises DataUnavailable (with what to do) outside quick when the data are absent
+        rec = load_cinc2017()
+        counts = {c: int((rec.labels == i).sum()) for i, c in enumerate(rec.classes)}
+        return rec, DataInfo('cinc2017', 'real', {'records': len(rec.signals), **counts},
+                             location=str(find('cinc2017', download=False)),
+                             notes='official 300-record validation subset of the 2017 challenge (the paper used the 8,528 training records)')
+    rec = synthetic_ecg(cfg.n_synthetic, length=cfg.length, seed=seed)
+    return rec, DataInfo('cinc2017', 'synthetic', {'records': len(rec.signals)},
+                         notes='labelled synthetic stand-in (robustml.datasets.signals.synthetic_ecg); numbers are NOT CinC 2017 results')
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #5a5e79b5
+#| code-fold: true
 def plot_ecgs(rec: ECGRecords, # Records to draw from
               idx: Sequence[int], # Which records to plot, one row each
               seconds: float=6., # How much of each record to show
@@ -53,24 +130,6 @@ def plot_ecgs(rec: ECGRecords, # Records to draw from
     axes[-1].set_xlabel('time (s)')
     plt.tight_layout()
     return axes
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #990e1386
-def load_ecg_data(profile: str|None=None, # Profile; `None` reads the environment
-                  n_synthetic: int=200, # Records to generate when falling back to synthetic data
-                  length: int=9000, # Maximum length of synthetic records
-                  seed: int=0, # Seed of the synthetic generator
-                 ) -> tuple[ECGRecords, DataInfo]:
-    "The CinC 2017 records (real when present; synthetic only under `quick`) and where they came from."
-    profile = get_profile(profile)
-    if use_real('cinc2017', profile):
-        rec = load_cinc2017()
-        loc = str(find('cinc2017', download=False))
-        counts = {c: int((rec.labels == i).sum()) for i, c in enumerate(rec.classes)}
-        return rec, DataInfo('cinc2017', 'real', {'records': len(rec.signals), **counts}, location=loc,
-                             notes='official 300-record validation subset of the 2017 challenge (the paper used the 8,528 training records)')
-    rec = synthetic_ecg(n_synthetic, length=length, seed=seed)
-    return rec, DataInfo('cinc2017', 'synthetic', {'records': len(rec.signals)},
-                         notes='Gaussian-wave synthetic ECGs (robustml.ecg.synthetic_ecg); numbers are NOT CinC 2017 results')
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #f4a6f2d7
 def split_records(labels: np.ndarray, # One class label per record
@@ -101,7 +160,52 @@ def pad_records(signals: Sequence[np.ndarray], # Variable-length signals in raw 
         x[i, 0, :n] = torch.as_tensor(np.asarray(s[:n], dtype=np.float32)); m[i, 0, :n] = 1.
     return x, m
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #2d82da38
+#| code-fold: true
+@dataclass
+class ECGStudy:
+    "Everything one run of the study produces: data, split, models, attacks, measures, timings."
+    cfg: ECGConfig # The settings, with the resolved profile
+    seed: int # Seed of the split, training and attacks
+    rec: ECGRecords|None = None
+    info: DataInfo|None = None
+    split: dict = field(default_factory=dict)
+    x: Tensor|None = None # All records, padded/cut to cfg.length, (N, 1, L) raw units
+    mask: Tensor|None = None # Real-sample mask, like x
+    y: Tensor|None = None # Labels
+    model: nn.Module|None = None
+    history: object = None
+    test_pred: np.ndarray|None = None
+    binary: dict = field(default_factory=dict) # The Normal-vs-AF model and its numbers
+    attack: dict = field(default_factory=dict) # Attack pool, adversarial signals, success, smoothness
+    autoattack: object = None # `AutoAttackResult` of the ensemble on the attack pool
+    seeds: object = None # The headline per seed (DataFrame)
+    sweep: object = None # eps sweep (DataFrame)
+    collate: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def profile(self) -> str: return self.cfg.profile
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #4f196872
+def ecg_setup(cfg: ECGConfig, # The chapter's settings (`ecg_config`)
+              seed: int=0, # Seed for the split, training and attacks
+             ) -> ECGStudy:
+    "Load the data (real, or the stand-in under `quick`), split by record, pad/cut to `cfg.length`."
+    if not isinstance(cfg, ECGConfig): raise TypeError(f"ecg_setup takes an ECGConfig (from ecg_config(profile)), got {cfg!r}")
+    st = ECGStudy(cfg, seed)
+    set_seed(seed)
+    with timed(st.timings, 'data'):
+        st.rec, st.info = load_ecg_data(cfg, seed)
+        st.split = split_records(st.rec.labels, seed=seed)
+        st.x, st.mask = pad_records(st.rec.signals, cfg.length)
+        st.y = torch.as_tensor(st.rec.labels, dtype=torch.long)
+    st.info.sizes.update({k: len(v) for k, v in st.split.items()})
+    return st
+
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #2967f2d1
+#| code-fold: true
 def valid_lengths(x: Tensor, # Batch shaped (N, C, L), zero-padded at the end
                  ) -> Tensor: # Number of samples up to and including the last non-zero one, per row (at least 1)
     "The real length of each zero-padded signal in a batch."
@@ -109,27 +213,8 @@ def valid_lengths(x: Tensor, # Batch shaped (N, C, L), zero-padded at the end
     pos = torch.arange(1, x.shape[-1] + 1, device=x.device)
     return (nz * pos).amax(-1).clamp_min(1)
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #1d696227
-def random_crops(x: Tensor, # Batch shaped (N, C, L), zero-padded at the end
-                 width: int, # Crop length in samples (<= L)
-                 generator: torch.Generator|None=None, # Optional torch generator for the crop positions
-                ) -> Tensor: # Batch shaped (N, C, width)
-    "One random window of `width` samples per row, inside the real (unpadded) part where it is long enough."
-    if x.ndim != 3: raise ValueError(f"random_crops expects (N, C, L), got {tuple(x.shape)}")
-    if not 1 <= width <= x.shape[-1]: raise ValueError(f"width must be in [1, {x.shape[-1]}], got {width}")
-    room = (valid_lengths(x) - width).clamp_min(0)                    # latest start that stays inside the record
-    u = torch.rand(x.shape[0], generator=generator, device='cpu').to(x.device)
-    start = (u * (room + 1)).long().clamp(max=x.shape[-1] - width)
-    idx = (start[:, None] + torch.arange(width, device=x.device))[:, None, :].expand(-1, x.shape[1], -1)
-    return x.gather(-1, idx)
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #9b559176
-def crop_augment(width: int, # Crop length in samples
-                ) -> Callable[[Tensor], Tensor]:
-    "A batched augmentation for `robustml.training.fit`: random crops of `width` samples."
-    return lambda xb: random_crops(xb, width)
-
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #c6e69f3e
+#| code-fold: true
 class ECGNet(nn.Module):
     "A compact 1-D CNN for single-lead ECGs in raw units: wide strided first conv, dilated residual blocks, masked global average pooling."
     def __init__(self,
@@ -183,7 +268,30 @@ class ECGNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.drop(self.features(x)))
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #1d696227
+#| code-fold: true
+def random_crops(x: Tensor, # Batch shaped (N, C, L), zero-padded at the end
+                 width: int, # Crop length in samples (<= L)
+                 generator: torch.Generator|None=None, # Optional torch generator for the crop positions
+                ) -> Tensor: # Batch shaped (N, C, width)
+    "One random window of `width` samples per row, inside the real (unpadded) part where it is long enough."
+    if x.ndim != 3: raise ValueError(f"random_crops expects (N, C, L), got {tuple(x.shape)}")
+    if not 1 <= width <= x.shape[-1]: raise ValueError(f"width must be in [1, {x.shape[-1]}], got {width}")
+    room = (valid_lengths(x) - width).clamp_min(0)                    # latest start that stays inside the record
+    u = torch.rand(x.shape[0], generator=generator, device='cpu').to(x.device)
+    start = (u * (room + 1)).long().clamp(max=x.shape[-1] - width)
+    idx = (start[:, None] + torch.arange(width, device=x.device))[:, None, :].expand(-1, x.shape[1], -1)
+    return x.gather(-1, idx)
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #9b559176
+#| code-fold: true
+def crop_augment(width: int, # Crop length in samples
+                ) -> Callable[[Tensor], Tensor]:
+    "A batched augmentation for `robustml.training.fit`: random crops of `width` samples."
+    return lambda xb: random_crops(xb, width)
+
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #a5b7a81a
+#| code-fold: true
 def oversample(idx: np.ndarray, # Record indices of the training split
                labels: np.ndarray, # Labels of all records
                min_ratio: float=0.5, # Each class gets at least this fraction of the largest class's count
@@ -213,9 +321,49 @@ def cinc_scores(y: np.ndarray, # True labels
     if len(classes) == 4: out['cinc_f1'] = float(f1[:3].mean())
     return out
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #94af7d04
-EPS, ALPHA, STEPS = 10., 1., 20  # the paper's PGD settings, raw units
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #7b09119f
+#| code-fold: true
+def _train_model(st: ECGStudy, classes: Sequence[int], epochs: int, seed: int, balance: float=0.5) -> tuple[nn.Module, object, dict]:
+    "Train an ECGNet on the records of `classes` (relabelled 0..k-1); return the model, its history and the split indices."
+    cfg, lab = st.cfg, st.rec.labels
+    remap = {c: i for i, c in enumerate(classes)}
+    sel = {k: v[np.isin(lab[v], classes)] for k, v in st.split.items()}
+    ylab = torch.tensor([remap.get(int(c), -1) for c in lab])
+    tr = np.tile(oversample(sel['train'], lab, balance, seed=seed), cfg.repeat)  # each copy gets its own random crop
+    set_seed(seed)
+    model = ECGNet(len(classes), cfg.width, dilations=cfg.dilations)
+    hist = fit(model, (st.x[tr], ylab[tr]), (st.x[sel['val']], ylab[sel['val']]), epochs=epochs, batch_size=cfg.batch_size,
+               lr=cfg.lr, weight_decay=1e-4, schedule='onecycle', augment=crop_augment(cfg.crop), device='cpu', seed=seed,
+               progress=True)
+    return model, hist, {**sel, 'y': ylab}
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #5e51266b
+def train_ecg(st: ECGStudy) -> ECGStudy:
+    "Train the 4-class model and score it on the test records (challenge score with a bootstrap interval)."
+    with timed(st.timings, 'train_4class'):
+        st.model, st.history, _ = _train_model(st, [0, 1, 2, 3], st.cfg.epochs, st.seed)
+    te = st.split['test']
+    st.test_pred = predict(st.model, st.x[te], 64).argmax(1).numpy()
+    sc = cinc_scores(st.rec.labels[te], st.test_pred, st.rec.classes)
+    lo, hi = bootstrap_metric(st.rec.labels[te], st.test_pred, lambda a, b: cinc_scores(a, b, st.rec.classes)['cinc_f1'], seed=st.seed)
+    st.metrics.update({'test_accuracy': sc['accuracy'], 'cinc_f1': sc['cinc_f1'], 'cinc_f1_ci': [lo, hi], 'macro_f1': sc['macro_f1'],
+                       **{k: v for k, v in sc.items() if k.startswith('f1_')}, 'best_epoch': st.history.best_epoch,
+                       'n_params': sum(p.numel() for p in st.model.parameters())})
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #7e7364f1
+def train_binary_ecg(st: ECGStudy) -> ECGStudy:
+    "Train the Normal-vs-AF model (fully balanced) and score F1 of AF on the Normal and AF test records."
+    from sklearn.metrics import f1_score
+    with timed(st.timings, 'train_binary'):
+        m, h, sel = _train_model(st, [0, 1], st.cfg.binary_epochs, st.seed, balance=1.)  # two classes: fully balanced
+    yt = sel['y'][sel['test']].numpy(); pb = predict(m, st.x[sel['test']], 64).argmax(1).numpy()
+    st.binary = {'model': m, 'history': h, 'sel': sel, 'pred': pb}
+    st.metrics.update({'binary_accuracy': float((yt == pb).mean()), 'binary_f1_af': float(f1_score(yt, pb, zero_division=0))})
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #94af7d04
+#| code-fold: true
 def attack_batches(model: nn.Module, # Classifier in raw units
                    x: Tensor, # Signals (N, 1, L)
                    y: Tensor, # Labels (N,)
@@ -273,7 +421,179 @@ def total_variation(delta: Tensor, # Perturbations (N, 1, L) (or (N, L))
     pair = m[:, 1:] * m[:, :-1]
     return ((d.diff(dim=-1).abs() * pair).sum(-1) / pair.sum(-1).clamp_min(1)).float()
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #b9677e3c
+#| code-fold: true
+def _attack_pool(st: ECGStudy, model: nn.Module, idx: np.ndarray, y: Tensor, limit: int|None) -> np.ndarray:
+    "Held-out records the model classifies correctly (at most `limit`, class-stratified order)."
+    ok = predict(model, st.x[idx], 64).argmax(1) == y[idx]
+    pool = idx[ok.numpy()]
+    if limit is not None and len(pool) > limit:
+        pool = np.sort(np.random.default_rng(st.seed).choice(pool, limit, replace=False))
+    return pool
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #ba8e12c9
+#| code-fold: true
+def _smoothness(d: Tensor, m: Tensor) -> dict:
+    "Mean high-frequency energy fraction and total variation of perturbations `d`."
+    return {'hf_frac': float(np.nanmean(hf_energy_fraction(d).numpy())), 'tv': float(total_variation(d, m).mean())}
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #94a5abef
+def attack_ecg(st: ECGStudy) -> ECGStudy:
+    "PGD and the smoothed attack (paper settings) on correctly classified held-out records; success, smoothness, throughput."
+    held = np.concatenate([st.split['val'], st.split['test']])
+    n_held_ok = int((predict(st.model, st.x[held], 64).argmax(1) == st.y[held]).sum())
+    pool = _attack_pool(st, st.model, held, st.y, st.cfg.n_attack)
+    if len(pool) == 0: raise RuntimeError("the model classifies no held-out record correctly; nothing to attack")
+    x, y, m = st.x[pool], st.y[pool], st.mask[pool]
+    set_seed(st.seed)
+    with timed(st.timings, 'attack_pgd'): xp, rps_p = attack_batches(st.model, x, y, m, 'pgd', desc='PGD')
+    with timed(st.timings, 'attack_smooth'): xs, rps_s = attack_batches(st.model, x, y, m, 'smooth', init=xp, desc='smoothed PGD')
+    _, fp = success_mask(st.model, x, y, xp); _, fs_ = success_mask(st.model, x, y, xs)
+    dp, ds = xp - x, xs - x
+    sp_, ss_ = _smoothness(dp, m), _smoothness(ds, m)
+    kp, ks = int(fp.sum()), int(fs_.sum())
+    st.attack = dict(pool=pool, x=x, y=y, mask=m, x_pgd=xp, x_smooth=xs, flip_pgd=fp, flip_smooth=fs_)
+    st.metrics.update({'attack_records': len(pool), 'held_out_correct': n_held_ok, 'pgd_flipped': kp, 'smooth_flipped': ks,
+                       'pgd_success': kp / len(pool), 'smooth_success': ks / len(pool),
+                       'pgd_success_ci': list(wilson_ci(kp, len(pool))), 'smooth_success_ci': list(wilson_ci(ks, len(pool))),
+                       'either_success': float((fp | fs_).float().mean()),
+                       'pgd_linf': float(dp.abs().max()), 'smooth_linf': float(ds.abs().max()),
+                       'pgd_padding_max': float((dp * (1 - m)).abs().max()), 'smooth_padding_max': float((ds * (1 - m)).abs().max()),
+                       'pgd_hf_frac': sp_['hf_frac'], 'smooth_hf_frac': ss_['hf_frac'], 'pgd_tv': sp_['tv'], 'smooth_tv': ss_['tv'],
+                       'pgd_records_per_s': rps_p, 'smooth_records_per_s': rps_s})
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #9a5c047d
+def attack_binary_ecg(st: ECGStudy) -> ECGStudy:
+    "The Normal-vs-AF model under the same two attacks (run right after `attack_ecg`, which seeds the attacks)."
+    b = st.binary; yb = b['sel']['y']
+    bheld = np.concatenate([b['sel']['val'], b['sel']['test']])
+    bpool = _attack_pool(st, b['model'], bheld, yb, st.cfg.n_binary_attack)
+    if len(bpool):
+        bx, by, bm = st.x[bpool], yb[bpool], st.mask[bpool]
+        bxp, _ = attack_batches(b['model'], bx, by, bm, 'pgd', desc='PGD (binary)')
+        bxs, _ = attack_batches(b['model'], bx, by, bm, 'smooth', init=bxp, desc='smoothed PGD (binary)')
+        st.metrics.update({'binary_attack_records': len(bpool),
+                           'binary_pgd_success': float(success_mask(b['model'], bx, by, bxp)[1].float().mean()),
+                           'binary_smooth_success': float(success_mask(b['model'], bx, by, bxs)[1].float().mean())})
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #68ef09de
+#| code-fold: true
+def plot_attack(x: Tensor, # Clean record (1, L) or (L,), raw units
+                x_pgd: Tensor, # PGD version
+                x_smooth: Tensor, # Smoothed-attack version
+                fs: float=FS, # Sampling rate
+                gain: float=GAIN, # Raw units per mV
+                start: float=2., # Start of the zoom window (s)
+                zoom: float=1., # Length of the zoom window (s)
+                overview: float=10., # Length of the overview (s)
+                title: str='', # Title of the top panel
+               ):
+    "Overview, zoomed overlay (mV) and the two perturbations (microvolts) of one attacked record."
+    import matplotlib.pyplot as plt
+    c, p, s = (np.asarray(v, dtype=np.float64).ravel() for v in (x, x_pgd, x_smooth))
+    t = np.arange(len(c)) / fs
+    with style():
+        fig, ax = plt.subplots(3, 1, figsize=(10, 7))
+        n = int(overview * fs); ax[0].plot(t[:n], c[:n] / gain, lw=0.7, color=run_color('clean'))
+        ax[0].axvspan(start, start + zoom, color='orange', alpha=0.3); ax[0].set_ylabel('mV'); ax[0].set_title(title, loc='left', fontsize=10)
+        a, b = int(start * fs), int((start + zoom) * fs)
+        for v, lab, ls in ((c, 'clean', '-'), (p, 'PGD', '--'), (s, 'smoothed', ':')):
+            ax[1].plot(t[a:b], v[a:b] / gain, ls, color=run_color(lab), lw=1, label=lab)
+        ax[1].set_ylabel('mV'); legend(ax[1], loc='upper right')
+        ax[2].plot(t[a:b], (p - c)[a:b] / gain * 1000, color=run_color('PGD'), lw=0.8, label='PGD perturbation')
+        ax[2].plot(t[a:b], (s - c)[a:b] / gain * 1000, color=run_color('smoothed'), lw=1.5, label='smoothed perturbation')
+        ax[2].set_ylabel('microvolts'); ax[2].set_xlabel('time (s)'); legend(ax[2], loc='upper right')
+        plt.tight_layout()
+    return ax
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #33655bf6
+def autoattack_ecg(st: ECGStudy) -> ECGStudy:
+    "The AutoAttack-style ensemble (`robustml.robust.autoattack`) on the PGD pool, same budget and mask, no smoothness constraint."
+    a = st.attack
+    with timed(st.timings, 'autoattack'):
+        aa = autoattack(st.model, a['x'], a['y'], EPS, version=st.cfg.aa_version, bounds=None, mask=a['mask'],
+                        batch_size=32, seed=st.seed, keep_inputs=False)
+    k = int((aa.broken_by != '').sum())   # every pool record is classified correctly clean, so broken = flipped
+    st.autoattack = aa
+    st.metrics.update({'aa_version': aa.version, 'aa_success': k / aa.n, 'aa_success_ci': list(wilson_ci(k, aa.n)),
+                       'aa_by_stage': {s: int((aa.broken_by == s).sum()) for s, _, _ in aa.stages},
+                       'aa_pgd_missed': int(((aa.broken_by != '') & ~a['flip_pgd'].numpy()).sum())})
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #402832b3
+#| code-fold: true
+def headline(st: ECGStudy) -> dict:
+    "The headline numbers of a study after `train_ecg` and `attack_ecg`: challenge score and attack success counts."
+    M = st.metrics
+    return {'seed': st.seed, 'cinc_f1': M['cinc_f1'], 'attack_records': M['attack_records'], 'pgd_flipped': M['pgd_flipped'],
+            'smooth_flipped': M['smooth_flipped'], 'pgd_success': M['pgd_success'], 'smooth_success': M['smooth_success']}
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #cfaed343
+def seed_headline(cfg: ECGConfig, # The chapter's settings
+                  seed: int, # This task's seed (split, model, attack)
+                 ) -> dict:
+    "One seed of the headline, from scratch: the same steps as the study (setup, 4-class training, attacks)."
+    with torch_threads(cfg.threads):
+        st = ecg_setup(cfg, seed)
+        for step in (train_ecg, attack_ecg): step(st)
+    return headline(st)
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #4cad2f85
+def seeds_ecg(st: ECGStudy) -> ECGStudy:
+    "The headline for seeds `st.seed ... st.seed + n_seeds - 1` (this study's own seed reused), mean and t-interval over seeds."
+    import pandas as pd
+    seeds = [st.seed + k for k in range(st.cfg.n_seeds)]
+    with timed(st.timings, 'other_seeds'):
+        others = parallel_map(partial(seed_headline, st.cfg), seeds[1:], n_jobs=st.cfg.n_jobs, desc='seeds')
+    st.seeds = pd.DataFrame([headline(st)] + others)
+    for k in ('cinc_f1', 'pgd_success', 'smooth_success'):
+        st.metrics[f'seeds_{k}'] = list(mean_ci(st.seeds[k]))  # (mean, low, high); one seed gives (v, v, v)
+    st.metrics['seeds'] = st.seeds.to_dict('records')
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #31714c31
+def sweep_ecg(st: ECGStudy) -> ECGStudy:
+    "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in `cfg.sweep_eps` (step eps/10, 20 steps)."
+    import pandas as pd
+    a = st.attack; n = st.cfg.n_sweep or len(a['pool'])
+    x, y, m = a['x'][:n], a['y'][:n], a['mask'][:n]
+    rows = []
+    with timed(st.timings, 'eps_sweep'):
+        for e in st.cfg.sweep_eps:
+            if e == EPS:  # the main run already attacked these records with eps = EPS
+                fp, fs = a['flip_pgd'][:n], a['flip_smooth'][:n]
+            else:
+                set_seed(st.seed)
+                xp, _ = attack_batches(st.model, x, y, m, 'pgd', eps=e, alpha=e / 10, desc=f'PGD eps={e:g}')
+                xs, _ = attack_batches(st.model, x, y, m, 'smooth', eps=e, alpha=e / 10, init=xp, desc=f'smoothed eps={e:g}')
+                fp, fs = success_mask(st.model, x, y, xp)[1], success_mask(st.model, x, y, xs)[1]
+            kp, ks = int(fp.sum()), int(fs.sum())
+            rows.append({'eps_raw': e, 'eps_mV': e / GAIN, 'pgd_success': kp / len(x), 'pgd_ci': list(wilson_ci(kp, len(x))),
+                         'smooth_success': ks / len(x), 'smooth_ci': list(wilson_ci(ks, len(x))), 'records': len(x)})
+    st.sweep = pd.DataFrame(rows)
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #35e4baa8
+#| code-fold: true
+def plot_sweep(sweep, # `st.sweep`: one row per eps with success rates and Wilson intervals (fractions)
+               ax=None, # Optional matplotlib axes
+              ):
+    "Success rate against eps for PGD and the smoothed attack, with 95% Wilson bands, in the course's style."
+    import matplotlib.pyplot as plt
+    with style():
+        if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.5))
+        for name, col, mk in (('PGD', 'pgd', 'o'), ('smoothed', 'smooth', 's')):
+            ci = 100 * np.array(sweep[f'{col}_ci'].tolist())
+            line(ax, sweep.eps_raw, 100 * sweep[f'{col}_success'], name, lo=ci[:, 0], hi=ci[:, 1], marker=mk)
+        ax.set_xscale('log'); ax.set_xlabel('eps (raw units; 1000 = 1 mV)'); ax.set_ylabel('success rate')
+        percent_axis(ax); legend(ax)
+        ax.set_title(f"{int(sweep.records.iloc[0])} correctly classified records (bands: 95% Wilson intervals)")
+    return ax
+
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #c9919379
+#| code-fold: true
 def collate_and_perturb(model: nn.Module, # Classifier
                         x: Tensor, # Clean signals (N, 1, L)
                         y: Tensor, # True labels (N,)
@@ -302,223 +622,75 @@ def collate_and_perturb(model: nn.Module, # Classifier
         fr.append(bad / n_samples)
     return torch.tensor(fr)
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #20da768b
-def ecg_config(profile: str|None=None) -> dict:
-    "Settings of the study for a profile (`quick` for CI, `course` for a laptop CPU, `paper` for the full setting)."
-    return by_profile(
-        quick=dict(length=3000, crop=1500, width=16, dilations=(1, 2, 4, 8), epochs=4, repeat=2, batch_size=32, lr=3e-3,
-                   binary_epochs=3, n_attack=12, n_binary_attack=8, sweep_eps=(2., 10.), n_sweep=8, cp_records=4, cp_samples=16,
-                   n_synthetic=120, threads=1),
-        course=dict(length=9000, crop=2400, width=32, dilations=(1, 2, 4, 8, 1, 2, 4, 8), epochs=20, repeat=4, batch_size=32, lr=3e-3,
-                    binary_epochs=15, n_attack=None, n_binary_attack=48, sweep_eps=(1., 2., 5., 10., 20.), n_sweep=None,
-                    cp_records=32, cp_samples=128, n_synthetic=300, threads=1),
-        paper=dict(length=18000, crop=9000, width=64, dilations=(1, 2, 4, 8, 16, 1, 2, 4, 8, 16), epochs=60, repeat=4, batch_size=32,
-                   lr=1e-3, binary_epochs=40, n_attack=None, n_binary_attack=None, sweep_eps=(1., 2., 5., 10., 20., 50.), n_sweep=None,
-                   cp_records=None, cp_samples=1000, n_synthetic=300, threads=None),
-        profile=profile)
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #ff5f11ef
-from .core import set_threads, torch_threads  # the package's one thread policy (robustml.core)
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #2d82da38
-@dataclass
-class ECGStudy:
-    "Everything one run of the study produces: data, split, models, attacks, measures, timings."
-    profile: str
-    seed: int
-    cfg: dict
-    rec: ECGRecords|None = None
-    info: DataInfo|None = None
-    split: dict = field(default_factory=dict)
-    x: Tensor|None = None # All records, padded/cut to cfg['length'], (N, 1, L) raw units
-    mask: Tensor|None = None # Real-sample mask, like x
-    y: Tensor|None = None # Labels
-    model: nn.Module|None = None
-    history: object = None
-    test_pred: np.ndarray|None = None
-    binary: dict = field(default_factory=dict) # The Normal-vs-AF model and its numbers
-    attack: dict = field(default_factory=dict) # Attack pool, adversarial signals, success, smoothness
-    sweep: object = None # eps sweep (DataFrame)
-    collate: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #4f196872
-def ecg_setup(profile: str|None=None, # Profile; None reads the environment
-              seed: int=0, # Seed for the split, training and attacks
-             ) -> ECGStudy:
-    "Load the data (real, or synthetic under `quick`), split by record, pad/cut to the profile's length."
-    profile = get_profile(profile); cfg = ecg_config(profile)
-    st = ECGStudy(profile, seed, cfg)
-    set_seed(seed)
-    with timed(st.timings, 'data'):
-        st.rec, st.info = load_ecg_data(profile, n_synthetic=cfg['n_synthetic'], length=cfg['length'], seed=seed)
-        st.split = split_records(st.rec.labels, seed=seed)
-        st.x, st.mask = pad_records(st.rec.signals, cfg['length'])
-        st.y = torch.as_tensor(st.rec.labels, dtype=torch.long)
-    st.info.sizes.update({k: len(v) for k, v in st.split.items()})
-    return st
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #7b09119f
-def _train_model(st: ECGStudy, classes: Sequence[int], epochs: int, seed: int, balance: float=0.5) -> tuple[nn.Module, object, dict]:
-    "Train an ECGNet on the records of `classes` (relabelled 0..k-1); return the model, its history and the split indices."
-    cfg, lab = st.cfg, st.rec.labels
-    remap = {c: i for i, c in enumerate(classes)}
-    sel = {k: v[np.isin(lab[v], classes)] for k, v in st.split.items()}
-    ylab = torch.tensor([remap.get(int(c), -1) for c in lab])
-    tr = np.tile(oversample(sel['train'], lab, balance, seed=seed), cfg.get('repeat', 1))  # each copy gets its own random crop
-    set_seed(seed)
-    model = ECGNet(len(classes), cfg['width'], dilations=cfg['dilations'], standardize=cfg.get('standardize', True))
-    hist = fit(model, (st.x[tr], ylab[tr]), (st.x[sel['val']], ylab[sel['val']]), epochs=epochs, batch_size=cfg['batch_size'],
-               lr=cfg['lr'], weight_decay=1e-4, schedule='onecycle', augment=crop_augment(cfg['crop']), device='cpu', seed=seed,
-               progress=True)
-    return model, hist, {**sel, 'y': ylab}
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #5e51266b
-def train_ecg(st: ECGStudy) -> ECGStudy:
-    "Train the 4-class model and the Normal-vs-AF model; score both on the test records."
-    with timed(st.timings, 'train_4class'):
-        st.model, st.history, _ = _train_model(st, [0, 1, 2, 3], st.cfg['epochs'], st.seed)
-    te = st.split['test']
-    st.test_pred = predict(st.model, st.x[te], 64).argmax(1).numpy()
-    sc = cinc_scores(st.rec.labels[te], st.test_pred, st.rec.classes)
-    lo, hi = bootstrap_metric(st.rec.labels[te], st.test_pred, lambda a, b: cinc_scores(a, b, st.rec.classes)['cinc_f1'], seed=st.seed)
-    st.metrics.update({'test_accuracy': sc['accuracy'], 'cinc_f1': sc['cinc_f1'], 'cinc_f1_ci': [lo, hi], 'macro_f1': sc['macro_f1'],
-                       **{k: v for k, v in sc.items() if k.startswith('f1_')}, 'best_epoch': st.history.best_epoch,
-                       'n_params': sum(p.numel() for p in st.model.parameters())})
-    with timed(st.timings, 'train_binary'):
-        m, h, sel = _train_model(st, [0, 1], st.cfg['binary_epochs'], st.seed, balance=1.)  # two classes: fully balanced
-    yt = sel['y'][sel['test']].numpy(); pb = predict(m, st.x[sel['test']], 64).argmax(1).numpy()
-    from sklearn.metrics import f1_score
-    st.binary = {'model': m, 'history': h, 'sel': sel, 'pred': pb}
-    st.metrics.update({'binary_accuracy': float((yt == pb).mean()), 'binary_f1_af': float(f1_score(yt, pb, zero_division=0))})
-    return st
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #b9677e3c
-def _attack_pool(st: ECGStudy, model: nn.Module, idx: np.ndarray, y: Tensor, limit: int|None) -> np.ndarray:
-    "Held-out records the model classifies correctly (at most `limit`, class-stratified order)."
-    ok = predict(model, st.x[idx], 64).argmax(1) == y[idx]
-    pool = idx[ok.numpy()]
-    if limit is not None and len(pool) > limit:
-        pool = np.sort(np.random.default_rng(st.seed).choice(pool, limit, replace=False))
-    return pool
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #ba8e12c9
-def _smoothness(d: Tensor, m: Tensor) -> dict:
-    "Mean high-frequency energy fraction and total variation of perturbations `d`."
-    return {'hf_frac': float(np.nanmean(hf_energy_fraction(d).numpy())), 'tv': float(total_variation(d, m).mean())}
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #94a5abef
-def attack_ecg(st: ECGStudy) -> ECGStudy:
-    "PGD and the smoothed attack (paper settings) on correctly classified held-out records; success, smoothness, throughput."
-    held = np.concatenate([st.split['val'], st.split['test']])
-    n_held_ok = int((predict(st.model, st.x[held], 64).argmax(1) == st.y[held]).sum())
-    pool = _attack_pool(st, st.model, held, st.y, st.cfg['n_attack'])
-    if len(pool) == 0: raise RuntimeError("the model classifies no held-out record correctly; nothing to attack")
-    x, y, m = st.x[pool], st.y[pool], st.mask[pool]
-    set_seed(st.seed)
-    with timed(st.timings, 'attack_pgd'): xp, rps_p = attack_batches(st.model, x, y, m, 'pgd', desc='PGD')
-    with timed(st.timings, 'attack_smooth'): xs, rps_s = attack_batches(st.model, x, y, m, 'smooth', init=xp, desc='smoothed PGD')
-    _, fp = success_mask(st.model, x, y, xp); _, fs_ = success_mask(st.model, x, y, xs)
-    dp, ds = xp - x, xs - x
-    sp_, ss_ = _smoothness(dp, m), _smoothness(ds, m)
-    st.attack = dict(pool=pool, x=x, y=y, mask=m, x_pgd=xp, x_smooth=xs, flip_pgd=fp, flip_smooth=fs_)
-    st.metrics.update({'attack_records': len(pool), 'held_out_correct': n_held_ok,
-                       'pgd_success': float(fp.float().mean()), 'smooth_success': float(fs_.float().mean()),
-                       'pgd_success_ci': list(bootstrap_ci(fp, seed=st.seed)), 'smooth_success_ci': list(bootstrap_ci(fs_, seed=st.seed)),
-                       'either_success': float((fp | fs_).float().mean()),
-                       'pgd_linf': float(dp.abs().max()), 'smooth_linf': float(ds.abs().max()),
-                       'pgd_padding_max': float((dp * (1 - m)).abs().max()), 'smooth_padding_max': float((ds * (1 - m)).abs().max()),
-                       'pgd_hf_frac': sp_['hf_frac'], 'smooth_hf_frac': ss_['hf_frac'], 'pgd_tv': sp_['tv'], 'smooth_tv': ss_['tv'],
-                       'pgd_records_per_s': rps_p, 'smooth_records_per_s': rps_s})
-    # the Normal-vs-AF model under the same two attacks
-    b = st.binary; yb = b['sel']['y']
-    bheld = np.concatenate([b['sel']['val'], b['sel']['test']])
-    bpool = _attack_pool(st, b['model'], bheld, yb, st.cfg['n_binary_attack'])
-    if len(bpool):
-        bx, by, bm = st.x[bpool], yb[bpool], st.mask[bpool]
-        bxp, _ = attack_batches(b['model'], bx, by, bm, 'pgd', desc='PGD (binary)')
-        bxs, _ = attack_batches(b['model'], bx, by, bm, 'smooth', init=bxp, desc='smoothed PGD (binary)')
-        st.metrics.update({'binary_attack_records': len(bpool),
-                           'binary_pgd_success': float(success_mask(b['model'], bx, by, bxp)[1].float().mean()),
-                           'binary_smooth_success': float(success_mask(b['model'], bx, by, bxs)[1].float().mean())})
-    return st
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #31714c31
-def sweep_ecg(st: ECGStudy) -> ECGStudy:
-    "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in the profile's sweep (step eps/10, 20 steps)."
-    import pandas as pd
-    a = st.attack; n = st.cfg['n_sweep'] or len(a['pool'])
-    x, y, m = a['x'][:n], a['y'][:n], a['mask'][:n]
-    rows = []
-    with timed(st.timings, 'eps_sweep'):
-        for e in st.cfg['sweep_eps']:
-            if e == EPS:  # the main run already attacked these records with eps = EPS
-                fp, fs = a['flip_pgd'][:n], a['flip_smooth'][:n]
-            else:
-                set_seed(st.seed)
-                xp, _ = attack_batches(st.model, x, y, m, 'pgd', eps=e, alpha=e / 10, desc=f'PGD eps={e:g}')
-                xs, _ = attack_batches(st.model, x, y, m, 'smooth', eps=e, alpha=e / 10, init=xp, desc=f'smoothed eps={e:g}')
-                fp, fs = success_mask(st.model, x, y, xp)[1], success_mask(st.model, x, y, xs)[1]
-            kp, ks = int(fp.sum()), int(fs.sum())
-            rows.append({'eps_raw': e, 'eps_mV': e / GAIN, 'pgd_success': kp / len(x), 'pgd_ci': list(wilson_ci(kp, len(x))),
-                         'smooth_success': ks / len(x), 'smooth_ci': list(wilson_ci(ks, len(x))), 'records': len(x)})
-    st.sweep = pd.DataFrame(rows)
-    return st
-
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #750c974b
 def collate_ecg(st: ECGStudy) -> ECGStudy:
     "Collate and perturb around the smoothed adversarial examples that succeeded, and the same sampling around their clean inputs."
-    a = st.attack
+    a, cfg = st.attack, st.cfg
     ok = a['flip_smooth'].numpy()
-    idx = np.where(ok)[0][:st.cfg['cp_records'] or None]
+    idx = np.where(ok)[0][:cfg.cp_records or None]
     if len(idx) == 0:
         st.collate = {'records': 0}; st.metrics.update({'cp_records': 0}); return st
     x, y, m = a['x'][idx], a['y'][idx], a['mask'][idx]
     d = a['x_smooth'][idx] - x
     with timed(st.timings, 'collate_perturb'):
-        fa = collate_and_perturb(st.model, x, y, d, m, st.cfg['cp_samples'], seed=st.seed)
-        fc = collate_and_perturb(st.model, x, y, torch.zeros_like(x), m, st.cfg['cp_samples'], seed=st.seed)
-    st.collate = {'records': len(idx), 'samples': st.cfg['cp_samples'], 'adv_frac': fa, 'clean_frac': fc}
-    st.metrics.update({'cp_records': len(idx), 'cp_samples_per_record': st.cfg['cp_samples'],
+        fa = collate_and_perturb(st.model, x, y, d, m, cfg.cp_samples, seed=st.seed)
+        fc = collate_and_perturb(st.model, x, y, torch.zeros_like(x), m, cfg.cp_samples, seed=st.seed)
+    st.collate = {'records': len(idx), 'samples': cfg.cp_samples, 'adv_frac': fa, 'clean_frac': fc}
+    st.metrics.update({'cp_records': len(idx), 'cp_samples_per_record': cfg.cp_samples,
                        'cp_adv_still_adversarial': float(fa.mean()), 'cp_clean_misclassified': float(fc.mean()),
-                       'cp_new_adversarial_total': int(round(float(fa.sum()) * st.cfg['cp_samples']))})
+                       'cp_adv_still_adversarial_ci': list(bootstrap_ci(fa, seed=st.seed)),  # resampling records, not samples
+                       'cp_new_adversarial_total': int(round(float(fa.sum()) * cfg.cp_samples))})
     return st
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #06245932
-PAPER = { # Han et al. (2020), arXiv 1905.05163 v2, in percent (see the table's notes for what each one measured)
-    'smooth_success_pct': 74.0, # correctly classified test ECGs whose diagnosis the smoothed attack changes
-    'cp_still_adversarial_pct': 87.6, # attacked ECGs that stay adversarial under smoothed Gaussian noise
-    'clinicians_spot_pgd_pct': 95.0, # pairs in which two clinicians told the PGD example from the original
-    'clinicians_spot_smooth_pct': 62.0, # the same for smoothed examples (chance: 50)
-    'authors_f1_pct': 87.0, # mean F1 (N, A, O) of the authors' model on their random 10% split (it also picked the checkpoint)
-    'winners_f1_pct': 83.0, # mean F1 of the 2017 challenge winners on the hidden test set
-}
-
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #e624b552
+#| code-fold: true
 def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #7b1fb917
+#| code-fold: true
+def _headline_cell(st: ECGStudy, key: str, own_ci: str, method: str) -> tuple:
+    "(ours, ci, note) of a headline quantity: the mean and t-interval over seeds, or this seed and its own interval."
+    M, S = st.metrics, st.seeds
+    own = f"seed {st.seed} alone: {_pct(M[key])} ({_pct(M[own_ci][0])}-{_pct(M[own_ci][1])}, {method})"
+    if S is None or len(S) < 2: return _pct(M[key]), [_pct(M[own_ci][0]), _pct(M[own_ci][1])], own
+    m, lo, hi = M[f'seeds_{key}']
+    per = ', '.join(f'{_pct(v):g}' for v in S[key])
+    return (_pct(m), [_pct(max(lo, 0.)), _pct(min(hi, 1.))],
+            f"mean of seeds {int(S.seed.min())}-{int(S.seed.max())} ({per}) with a 95% t-interval over seeds (clipped to 0-100); {own}")
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #06245932
+#| code-fold: true
 def results_table(st: ECGStudy) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table; rates and scores in percent."
     M, d = st.metrics, st.info
     ci = lambda k: None if M.get(k) is None else [_pct(M[k][0]), _pct(M[k][1])]
     row = lambda q, paper, ours, note, c=None: {'quantity': q, 'paper': paper, 'ours': ours, 'ci': c, 'note': note}
+    f1, f1_ci, f1_note = _headline_cell(st, 'cinc_f1', 'cinc_f1_ci', 'bootstrap over test records')
+    pg, pg_ci, pg_note = _headline_cell(st, 'pgd_success', 'pgd_success_ci', 'Wilson')
+    sm, sm_ci, sm_note = _headline_cell(st, 'smooth_success', 'smooth_success_ci', 'Wilson')
     return [
         row('data', 'CinC 2017 training set, 8,528 records', f"{d.sizes.get('records')} records ({d.source})",
             'split by record: ' + ', '.join(f'{k} {len(v)}' for k, v in st.split.items())),
         row('model', '13-layer CNN, first conv 320 x 24, dilated convs',
-            f"{len(st.cfg['dilations']) + 1}-conv ECGNet, {M.get('n_params', 0):,} parameters", 'sized for a CPU'),
-        row('mean F1 of Normal, AF, Other (%)', PAPER['authors_f1_pct'], _pct(M['cinc_f1']),
-            "ours: held-out test records, bootstrap CI; paper: the authors' random 10% split, which also picked the checkpoint "
-            f"(leaks); the 2017 winners reached {PAPER['winners_f1_pct']:g} on the hidden test set", ci('cinc_f1_ci')),
-        row('Normal vs AF: F1 of AF (%)', None, _pct(M['binary_f1_af']), 'second task, test records'),
+            f"{len(st.cfg.dilations) + 1}-conv ECGNet, {M.get('n_params', 0):,} parameters", f'{st.cfg.profile} profile, sized for a CPU'),
+        row('mean F1 of Normal, AF, Other (%)', PAPER['authors_f1_pct'], f1,
+            f"ours: held-out test records, {f1_note}; paper: the authors' random 10% split, which also picked the "
+            f"checkpoint (leaks); the 2017 winners reached {PAPER['winners_f1_pct']:g} on the hidden test set", f1_ci),
+        row('Normal vs AF: F1 of AF (%)', None, _pct(M['binary_f1_af']), f'second task, test records, seed {st.seed}'),
         row('attack budget', 'L-inf 10 raw (0.01 mV), step 1, 20 steps', f"L-inf {EPS:g} raw, step {ALPHA:g}, {STEPS} steps",
             'padding masked in both'),
-        row('PGD success (%)', None, _pct(M['pgd_success']),
-            f"{M['attack_records']} correctly classified held-out records (the paper reports no PGD rate)", ci('pgd_success_ci')),
-        row('smoothed attack success (%)', PAPER['smooth_success_pct'], _pct(M['smooth_success']),
-            'started from the PGD result; paper: 40 sign steps on theta, its 4-class model on its own split', ci('smooth_success_ci')),
+        row('PGD success (%)', None, pg,
+            f"of the correctly classified held-out records ({M['attack_records']} at seed {st.seed}); {pg_note}; "
+            "the paper reports no PGD rate", pg_ci),
+        row('smoothed attack success (%)', PAPER['smooth_success_pct'], sm,
+            f"started from the PGD result; {sm_note}; paper: 40 sign steps on theta, its 4-class model on its own split", sm_ci),
+        row('AutoAttack-style success (%)', None, _pct(M.get('aa_success')),
+            f"{M.get('aa_version')} version (APGD-CE, APGD-T, Square), L-inf eps {EPS:g}, padding masked, the same records as "
+            f"PGD, seed {st.seed}; no smoothness constraint: the most an attacker in the ball achieves, PGD's rate is a lower bound",
+            ci('aa_success_ci')),
         row('Normal vs AF: PGD / smoothed success (%)', None,
-            f"{_pct(M.get('binary_pgd_success'))} / {_pct(M.get('binary_smooth_success'))}", f"{M.get('binary_attack_records', 0)} records"),
+            f"{_pct(M.get('binary_pgd_success'))} / {_pct(M.get('binary_smooth_success'))}",
+            f"{M.get('binary_attack_records', 0)} records, seed {st.seed}"),
         row('energy above 25 Hz, PGD vs smoothed (%)', None, f"{_pct(M['pgd_hf_frac'])} vs {_pct(M['smooth_hf_frac'])}",
             'share of the perturbation energy (the paper shows it: square waves vs smooth curves)'),
         row('total variation per sample, PGD vs smoothed (raw)', None, f"{M['pgd_tv']:.2f} vs {M['smooth_tv']:.2f}", f'eps = {EPS:g}'),
@@ -527,60 +699,37 @@ def results_table(st: ECGStudy) -> list[dict]:
         row('clinicians who spot the smoothed example (%)', PAPER['clinicians_spot_smooth_pct'], None,
             '2 clinicians, 100 pairs (chance 50); no reader study here'),
         row('collate & perturb: still adversarial (%)', PAPER['cp_still_adversarial_pct'], _pct(M.get('cp_adv_still_adversarial')),
-            f"{M.get('cp_records', 0)} records x {M.get('cp_samples_per_record', 0)} samples; paper: 1,000 samples per ECG, noise std 5"),
+            f"{M.get('cp_records', 0)} records x {M.get('cp_samples_per_record', 0)} samples, bootstrap over records; "
+            "paper: 1,000 samples per ECG, noise std 5", ci('cp_adv_still_adversarial_ci')),
         row('same sampling around clean inputs: misclassified (%)', None, _pct(M.get('cp_clean_misclassified')), 'control'),
         row('attack throughput (records/s): PGD, smoothed', None, f"{M['pgd_records_per_s']:.2f}, {M['smooth_records_per_s']:.2f}",
-            f"{st.cfg['length']} samples per record, CPU"),
+            f"{st.cfg.length} samples per record, CPU"),
     ]
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #0676804c
+#| code-fold: true
 def ecg_results(st: ECGStudy) -> Results:
-    "The `Results` record of a finished study (metrics, table, eps sweep, timings)."
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.cfg.items()}
+    "The `Results` record of a finished study (metrics, table, seeds, eps sweep, timings)."
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(st.cfg).items()}
     cfg.update({'eps': EPS, 'alpha': ALPHA, 'steps': STEPS, 'kernel_sizes': list(KERNEL_SIZES), 'sigmas': list(SIGMAS)})
     metrics = dict(st.metrics, eps_raw=EPS, pgd_steps=STEPS, pgd_step_raw=ALPHA)
-    metrics.update(smooth_success_pct=_pct(st.metrics['smooth_success']), cp_still_adversarial_pct=_pct(st.metrics.get('cp_adv_still_adversarial')),
-                   authors_f1_pct=_pct(st.metrics['cinc_f1']), winners_f1_pct=_pct(st.metrics['cinc_f1']))  # ours beside PAPER's keys
+    head = lambda k: st.metrics.get(f'seeds_{k}', [st.metrics[k]])[0]  # the headline: mean over seeds when there are several
+    metrics.update(smooth_success_pct=_pct(head('smooth_success')), cp_still_adversarial_pct=_pct(st.metrics.get('cp_adv_still_adversarial')),
+                   authors_f1_pct=_pct(head('cinc_f1')), winners_f1_pct=_pct(head('cinc_f1')))  # ours beside PAPER's keys
     if st.sweep is not None: metrics['eps_sweep'] = st.sweep.to_dict('records')
     return Results('ecg-smooth', st.profile, st.info, metrics=metrics, paper=dict(PAPER), config=cfg,
                    timings=dict(st.timings), table=results_table(st), seed=st.seed)
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #1f6b722a
-@register_study('ecg-smooth', 'Smoothed adversarial ECGs (Han et al., Nature Medicine 2020) on CinC 2017', paper=PAPER)
-def run_ecg_smooth(profile: str|None=None, # Profile; None reads the environment
-                   seed: int=0, # Seed
-                  ) -> Results:
-    "Run the whole chapter: data, both models, PGD and smoothed attacks, eps sweep, collate and perturb; return the record."
-    cfg = ecg_config(profile)
-    with torch_threads(cfg['threads']):
-        st = ecg_setup(profile, seed)
-        for step in (train_ecg, attack_ecg, sweep_ecg, collate_ecg): step(st)
-        return ecg_results(st)
+ECG_STEPS = (train_ecg, train_binary_ecg, attack_ecg, attack_binary_ecg, autoattack_ecg, seeds_ecg, sweep_ecg, collate_ecg) # The page's order
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #68ef09de
-def plot_attack(x: Tensor, # Clean record (1, L) or (L,), raw units
-                x_pgd: Tensor, # PGD version
-                x_smooth: Tensor, # Smoothed-attack version
-                fs: float=FS, # Sampling rate
-                gain: float=GAIN, # Raw units per mV
-                start: float=2., # Start of the zoom window (s)
-                zoom: float=1., # Length of the zoom window (s)
-                overview: float=10., # Length of the overview (s)
-                title: str='',
-               ):
-    "Overview, zoomed overlay (mV) and the two perturbations (microvolts) of one attacked record."
-    import matplotlib.pyplot as plt
-    c, p, s = (np.asarray(v, dtype=np.float64).ravel() for v in (x, x_pgd, x_smooth))
-    t = np.arange(len(c)) / fs
-    fig, ax = plt.subplots(3, 1, figsize=(10, 7))
-    n = int(overview * fs); ax[0].plot(t[:n], c[:n] / gain, lw=0.7, color='k')
-    ax[0].axvspan(start, start + zoom, color='orange', alpha=0.3); ax[0].set_ylabel('mV'); ax[0].set_title(title, loc='left', fontsize=10)
-    a, b = int(start * fs), int((start + zoom) * fs)
-    for v, lab, col, ls in ((c, 'clean', 'k', '-'), (p, 'PGD', 'tab:red', '--'), (s, 'smoothed', 'tab:blue', ':')):
-        ax[1].plot(t[a:b], v[a:b] / gain, ls, color=col, lw=1, label=lab)
-    ax[1].set_ylabel('mV'); ax[1].legend(fontsize=8, loc='upper right')
-    ax[2].plot(t[a:b], (p - c)[a:b] / gain * 1000, color='tab:red', lw=0.8, label='PGD perturbation')
-    ax[2].plot(t[a:b], (s - c)[a:b] / gain * 1000, color='tab:blue', lw=1.5, label='smoothed perturbation')
-    ax[2].set_ylabel('microvolts'); ax[2].set_xlabel('time (s)'); ax[2].legend(fontsize=8, loc='upper right')
-    plt.tight_layout()
-    return ax
+@register_study('ecg-smooth', 'Smoothed adversarial ECGs (Han et al., Nature Medicine 2020) on CinC 2017', paper=PAPER)
+def run_ecg_smooth(profile: str|None=None, # 'quick', 'course' or 'paper'; None reads the environment (here, once)
+                   seed: int=0, # Seed of the main run; the headline uses seed ... seed + n_seeds - 1
+                  ) -> Results:
+    "Run the whole chapter: data, both models, both attacks, the headline over seeds, eps sweep, collate and perturb."
+    cfg = ecg_config(profile)
+    with torch_threads(cfg.threads):
+        st = ecg_setup(cfg, seed)
+        for step in ECG_STEPS: step(st)
+        return ecg_results(st)

@@ -23,6 +23,8 @@ RUN_COLORS: dict[str, str] = { # Fixed colours of the runs and methods the chapt
     'co_collapsed': '#d62728', 'co_guarded': '#9467bd',
     'FGSM': '#ff7f0e', 'PGD': '#d62728', 'smoothed': '#1f77b4', 'AutoAttack': '#000000',
     'smote': '#2ca02c', 'under': '#d62728', 'weighted': '#9467bd', 'borderline': '#17becf', 'smote_under': '#bcbd22',
+    'smote_tomek': '#637939', 'smote_enn': '#8c6d31',
+    'APGD-CE': '#ff7f0e', 'APGD-T': '#843c39', 'Square': '#17becf',
     'private': '#1f77b4', 'insert': '#d62728', 'remove': '#1f77b4',
 }
 
@@ -92,4 +94,9 @@ STYLE = {'figure.dpi': 100, 'axes.grid': True, 'grid.alpha': 0.3, 'axes.spines.t
 def style(**overrides):
     "The course's figure style for a `with` block (matplotlib's rcParams, restored afterwards)."
     import matplotlib as mpl
-    with mpl.rc_context({**STYLE, **overrides}): yield
+    # rc_context restores every rcParam on exit, including `interactive`, which the notebook backend switches on the
+    # first time a figure is drawn: keep its value from inside the block, or later figures stop showing
+    with mpl.rc_context({**STYLE, **overrides}):
+        try: yield
+        finally: interactive = mpl.rcParams['interactive']
+    mpl.rcParams['interactive'] = interactive

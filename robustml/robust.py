@@ -14,13 +14,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attacks import fgsm, pgd
-from .stats import bootstrap_ci
-from .training import _check_xy, accuracy, as_input, correct, model_device, predict
+import pandas as pd
+
+from .attacks import apgd, check_attack_inputs, fgsm, pgd, square, top_targets_pgd
+from .stats import bootstrap_ci, not_worse, percent, wilson_ci
+from .training import _check_xy, accuracy, as_input, correct, eval_mode, model_device, predict
 
 # %% auto #0
-__all__ = ['AdvTrain', 'OverfitGuard', 'robust_correct', 'robust_accuracy', 'worst_case_correct', 'worst_case_accuracy',
-           'success_rate', 'accuracy_vs_eps']
+__all__ = ['AUTOATTACK_VERSIONS', 'AdvTrain', 'OverfitGuard', 'robust_correct', 'robust_accuracy', 'worst_case_correct',
+           'worst_case_accuracy', 'success_rate', 'accuracy_vs_eps', 'AutoAttackResult', 'autoattack',
+           'masking_diagnostics']
 
 # %% ../nbs/foundations/06_robust.ipynb #3ad5def3
 _KINDS = ('mixed', 'fgsm', 'fgsm_rs', 'pgd')
@@ -73,12 +76,14 @@ class OverfitGuard:
                  restarts: int=1, # PGD restarts
                  bounds=(0., 1.), # Valid input range
                  seed: int=0, # Seed for PGD's random start
+                 targets: int=0, # 0: PGD with cross-entropy; k > 0: margin PGD toward each of the k likeliest other classes
                 ):
         x, y = _check_xy((x, y), 'OverfitGuard data')
         if not 0 < drop <= 1: raise ValueError(f"OverfitGuard.drop must be in (0, 1], got {drop!r}")
         if eps <= 0 or alpha <= 0 or steps < 1: raise ValueError(f"OverfitGuard needs eps > 0, alpha > 0, steps >= 1; got {eps}, {alpha}, {steps}")
         self.x, self.y, self.eps, self.alpha, self.steps, self.drop = x, y, eps, alpha, steps, drop
-        self.restarts, self.bounds, self.seed = restarts, bounds, seed
+        if not isinstance(targets, int) or targets < 0: raise ValueError(f"OverfitGuard.targets must be an integer >= 0, got {targets!r}")
+        self.restarts, self.bounds, self.seed, self.targets = restarts, bounds, seed, targets
         self.reset()
 
     def reset(self):
@@ -92,7 +97,8 @@ class OverfitGuard:
         with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
             torch.manual_seed(self.seed)
             x, y = as_input(self.x.to(dev)), self.y.to(dev)
-            xa = pgd(model, x, y, self.eps, self.alpha, self.steps, restarts=self.restarts, bounds=self.bounds)
+            if self.targets: xa = top_targets_pgd(model, x, y, self.eps, self.alpha, self.steps, self.targets, bounds=self.bounds)
+            else: xa = pgd(model, x, y, self.eps, self.alpha, self.steps, restarts=self.restarts, bounds=self.bounds)
         return accuracy(model, xa, y)
 
     def step(self, model: nn.Module, # The model after an epoch
@@ -110,7 +116,7 @@ class OverfitGuard:
             return True
         return False
 
-    def __repr__(self): return f"OverfitGuard(n={len(self.x)}, eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, drop={self.drop})"
+    def __repr__(self): return f"OverfitGuard(n={len(self.x)}, eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, drop={self.drop}, targets={self.targets})"
 
 # %% ../nbs/foundations/06_robust.ipynb #eaf584cf
 def robust_correct(model: nn.Module, # Classifier
@@ -185,4 +191,141 @@ def accuracy_vs_eps(model: nn.Module, # Classifier
         r = {'eps': float(e), 'accuracy': ok.float().mean().item()}
         if ci: r['ci_low'], r['ci_high'] = bootstrap_ci(ok)
         rows.append(r)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/foundations/06_robust.ipynb #a921c55f
+AUTOATTACK_VERSIONS = {  # name -> stages (stage name, attack, settings), run in this order
+    'standard': (('apgd-ce', 'apgd', dict(loss='ce', steps=100)),
+                 ('apgd-t', 'apgd', dict(loss='dlr', targets=9, steps=100)),
+                 ('square', 'square', dict(queries=5000))),
+    'course': (('apgd-ce', 'apgd', dict(loss='ce', steps=50)),
+               ('apgd-t', 'apgd', dict(loss='dlr', targets=3, steps=50)),
+               ('square', 'square', dict(queries=500))),
+}
+
+# %% ../nbs/foundations/06_robust.ipynb #7a6760ee
+def _stages(version: str, n_classes: int, norm: str) -> list[tuple[str, str, dict]]:
+    "The stages of `version` adapted to the model: targeted DLR needs 4 classes, Square is L-inf only."
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"version must be one of {sorted(AUTOATTACK_VERSIONS)}, got {version!r}")
+    out = []
+    for name, kind, kw in AUTOATTACK_VERSIONS[version]:
+        kw = dict(kw)
+        if kind == 'square' and norm != 'linf': continue
+        if kind == 'apgd' and kw.get('targets'):
+            kw['targets'] = min(kw['targets'], n_classes - 1)
+            if n_classes < 4: kw['loss'], name = 'margin', 'apgd-t-margin'
+        out.append((name, kind, kw))
+    return out
+
+# %% ../nbs/foundations/06_robust.ipynb #5f4cd46c
+@dataclass
+class AutoAttackResult:
+    "Per-example outcome of `autoattack`: who broke what, and the worst-case inputs."
+    version: str # 'standard' or 'course'
+    eps: float # Budget in input units
+    stages: list # (name, attack, settings) in the order they ran
+    clean: np.ndarray # Per example: classified correctly without an attack
+    broken_by: np.ndarray # Per example: '' (robust), 'clean' (wrong already) or the name of the first stage that broke it
+    x_adv: Tensor|None = None # Worst-case inputs (the clean input where nothing broke it)
+
+    @property
+    def robust(self) -> np.ndarray: return self.broken_by == ''
+    @property
+    def n(self) -> int: return len(self.broken_by)
+    @property
+    def robust_accuracy(self) -> float: return percent(self.robust.mean())
+    @property
+    def ci(self) -> tuple[float, float]: return percent(wilson_ci(int(self.robust.sum()), self.n))
+
+    def table(self) -> pd.DataFrame:
+        "Accuracy after each stage (percent, with Wilson intervals) and how many examples each stage broke."
+        rows, alive = [], self.clean.copy()
+        rows.append(dict(stage='clean', broke=int((~self.clean).sum()), accuracy=percent(alive.mean()),
+                         ci=percent(wilson_ci(int(alive.sum()), self.n)), settings=''))
+        for name, kind, kw in self.stages:
+            hit = self.broken_by == name; alive = alive & ~hit
+            rows.append(dict(stage=name, broke=int(hit.sum()), accuracy=percent(alive.mean()),
+                             ci=percent(wilson_ci(int(alive.sum()), self.n)),
+                             settings=', '.join(f'{k}={v}' for k, v in kw.items())))
+        return pd.DataFrame(rows)
+
+    def __repr__(self):
+        lo, hi = self.ci
+        return (f"AutoAttack ({self.version}, eps={self.eps:.4g}, {self.n} examples): robust accuracy "
+                f"{self.robust_accuracy:.1f}% [{lo:.1f}, {hi:.1f}]; stages {[s[0] for s in self.stages]}")
+
+# %% ../nbs/foundations/06_robust.ipynb #081238f5
+def autoattack(model: nn.Module, # Classifier that takes inputs in input units
+               x: Tensor, # Clean inputs, shaped (N, ...)
+               y: Tensor, # True labels, shaped (N,)
+               eps: float, # Budget in input units
+               version: str='standard', # 'standard' (APGD-CE, APGD-T x9, Square 5000) or 'course' (cheaper)
+               norm: str='linf', # 'linf' or 'l2' (L2 runs the APGD stages only)
+               bounds=(0., 1.), # Valid input range, or `None`
+               mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
+               batch_size: int=500, # Examples per batch
+               seed: int=0, # Seed of the attacks' random starts and searches (the global RNG is left as it was)
+               keep_inputs: bool=True, # Keep the worst-case inputs in the result
+              ) -> AutoAttackResult:
+    "AutoAttack-style evaluation: attacks in sequence, each on the examples still classified correctly; per-example worst case."
+    check_attack_inputs(x, y, eps, bounds=bounds, mask=mask)
+    dev = model_device(model)
+    with eval_mode(model), torch.no_grad(): n_classes = model(x[:1].to(dev)).shape[1]
+    stages = _stages(version, n_classes, norm)
+    broken = np.full(len(x), '', dtype=object); x_adv = x.detach().clone() if keep_inputs else None
+    clean = np.zeros(len(x), bool)
+    with torch.random.fork_rng(devices=[] if dev.type == 'cpu' else [dev]):
+        torch.manual_seed(seed)
+        for s in range(0, len(x), batch_size):
+            xb, yb, mb = x[s:s+batch_size], y[s:s+batch_size], None if mask is None else mask[s:s+batch_size]
+            with eval_mode(model), torch.no_grad(): ok = (model(xb.to(dev)).argmax(1) == yb.to(dev)).cpu()
+            clean[s:s+len(xb)] = ok.numpy(); broken[s:s+len(xb)][~ok.numpy()] = 'clean'
+            for name, kind, kw in stages:
+                todo = ok.nonzero().squeeze(1)
+                if len(todo) == 0: break
+                mt = None if mb is None else mb[todo]
+                if kind == 'apgd': xa = apgd(model, xb[todo], yb[todo], eps, norm=norm, bounds=bounds, mask=mt, **kw)
+                else: xa = square(model, xb[todo], yb[todo], eps, bounds=bounds, mask=mt, seed=seed + s, **kw)
+                with eval_mode(model), torch.no_grad(): hit = (model(xa.to(dev)).argmax(1) != yb[todo].to(dev)).cpu()
+                idx = todo[hit]
+                broken[s + idx.numpy()] = name; ok[idx] = False
+                if keep_inputs: x_adv[s + idx] = xa[hit].to(x_adv.device)
+    return AutoAttackResult(version, float(eps), stages, clean, broken.astype(str), x_adv)
+
+# %% ../nbs/foundations/06_robust.ipynb #262be978
+def masking_diagnostics(model: nn.Module, # Classifier that takes inputs in input units
+                        x: Tensor, # Clean inputs
+                        y: Tensor, # True labels
+                        eps: float, # The budget under study
+                        bounds=(0., 1.), # Valid input range (the unbounded check uses the whole range)
+                        steps: int=50, # PGD/APGD steps
+                        queries: int=1000, # Square queries
+                        k: float=3., # Tolerance of each paired comparison, in standard deviations (McNemar)
+                        seed: int=0, # Seed
+                       ) -> pd.DataFrame:
+    "Four warning signs of gradient masking (Athalye et al. 2018; Carlini et al. 2019), each a paired test on the same examples."
+    if bounds is None: raise ValueError("masking_diagnostics needs finite bounds for its unbounded-attack check")
+    lo, hi = bounds
+    dev = model_device(model)
+    with torch.random.fork_rng(devices=[] if dev.type == 'cpu' else [dev]):
+        torch.manual_seed(seed)
+        def ok(attack): return robust_correct(model, (x, y), attack).cpu().numpy()
+        c_fgsm = ok(lambda m, a, b: fgsm(m, a, b, eps, bounds=bounds))
+        c_pgd = ok(lambda m, a, b: pgd(m, a, b, eps, eps / 4, steps, bounds=bounds))
+        c_apgd = ok(lambda m, a, b: apgd(m, a, b, eps, steps, bounds=bounds))
+        c_sq = ok(lambda m, a, b: square(m, a, b, eps, queries, bounds=bounds, seed=seed))
+        c_big = ok(lambda m, a, b: pgd(m, a, b, 4 * eps, eps, steps, bounds=bounds))
+        c_unb = ok(lambda m, a, b: pgd(m, a, b, float(hi - lo), float(hi - lo) / 10, steps, bounds=bounds))
+    a = lambda c: f'{percent(c.mean()):.1f}%'
+    rows = [
+        dict(check='one step beats many', flagged=not not_worse(~c_fgsm, ~c_pgd, k),
+             evidence=f'FGSM {a(c_fgsm)} vs PGD-{steps} {a(c_pgd)}', meaning='the iterative attack follows gradients that mislead it'),
+        dict(check='black box beats white box', flagged=not not_worse(~c_sq, ~c_apgd, k),
+             evidence=f'Square-{queries} {a(c_sq)} vs APGD-{steps} {a(c_apgd)}', meaning='gradients are uninformative (masked, shattered or vanishing)'),
+        dict(check='larger budget does not help', flagged=bool(c_pgd.mean() > 0.05 and not_worse(~c_big, ~c_pgd, k)),
+             evidence=f'PGD at eps {a(c_pgd)} vs at 4 eps {a(c_big)}', meaning='accuracy should fall as the budget grows'),
+        dict(check='unbounded attack does not reach 0%', flagged=bool(c_unb.mean() > 0.01),
+             evidence=f'PGD over the whole input range {a(c_unb)}', meaning='with the whole input range, any classifier can be fooled'),
+    ]
     return pd.DataFrame(rows)

@@ -49,7 +49,9 @@ STUDY_LIST = ( # (study, module, depends on), in chapter order
     ('cifar-fgsm', 'robustml.cifar', ()),
     ('cifar-full', 'robustml.cifar_full', ()),
     ('cifar-time', 'robustml.cifar_time', ('cifar-full',)),
+    ('mammo-gan', 'robustml.mammo', ()),
     ('ecg-smooth', 'robustml.ecg', ()),
+    ('fimba', 'robustml.fimba', ()),
     ('fraud-resampling', 'robustml.fraud', ()),
     ('iris-dp', 'robustml.privacy', ()),
 )

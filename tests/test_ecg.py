@@ -1,4 +1,4 @@
-"Tests of robustml.ecg (chapter 3, smoothed adversarial ECGs): attacks, mask, smoothness, runner JSON, bad input."
+"Tests of robustml.ecg (chapter 3, smoothed adversarial ECGs): config, loader, attacks, mask, smoothness, seeds, runner JSON, bad input."
 import json
 
 import numpy as np
@@ -114,17 +114,57 @@ def _no_data(monkeypatch, tmp_path):
     monkeypatch.setenv('ROBUSTML_OFFLINE', '1')
 
 
-def test_course_without_data_raises(monkeypatch, tmp_path):
+@pytest.mark.parametrize('profile', ['course', 'paper'])
+def test_without_data_only_quick_falls_back(monkeypatch, tmp_path, profile):
+    "Outside `quick`, missing data stop the loader with DataUnavailable (which says where it looked); quick uses the stand-in."
     _no_data(monkeypatch, tmp_path)
-    with pytest.raises(DataUnavailable): ecg.ecg_setup('course')
+    with pytest.raises(DataUnavailable, match='cinc2017'): ecg.load_ecg_data(ecg.ecg_config(profile))
+    with pytest.raises(DataUnavailable): ecg.ecg_setup(ecg.ecg_config(profile))
+    rec, info = ecg.load_ecg_data(ecg.ecg_config('quick'), seed=1)
+    assert info.source == 'synthetic' and rec.source == 'synthetic' and len(rec) == ecg.ecg_config('quick').n_synthetic
 
 
-def test_runner_json_holds_table(monkeypatch, tmp_path):
+def test_config_carries_the_profile(monkeypatch):
+    "The profile is resolved once, into the config; the functions below take the config, never a profile name."
+    monkeypatch.setenv('ROBUSTML_PROFILE', 'course')
+    cfg = ecg.ecg_config()
+    assert isinstance(cfg, ecg.ECGConfig) and cfg.profile == 'course' and cfg.n_seeds >= 2
+    assert ecg.ecg_config('quick').profile == 'quick' and ecg.ecg_config('paper').length == 18000
+    with pytest.raises(Exception): cfg.length = 10          # frozen: a run cannot change its settings half-way
+    with pytest.raises(TypeError, match='ECGConfig'): ecg.ecg_setup('quick')
+    with pytest.raises(ValueError): ecg.ecg_config('fast')
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    "The quick runner on the labelled synthetic stand-in (no data needed), and its JSON record."
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp('ecg')
+    mp.delenv('ROBUSTML_DATA', raising=False); mp.setenv('ROBUSTML_CACHE', str(tmp / 'cache')); mp.setenv('ROBUSTML_OFFLINE', '1')
+    try:
+        res = get_study('ecg-smooth').run('quick', seed=0)
+        path = res.save(tmp / 'ecg-smooth.json')
+        yield res, path
+    finally: mp.undo()
+
+
+def test_seeds_repeat_from_scratch(quick_run, monkeypatch, tmp_path):
+    "Each seed of the headline equals a from-scratch run of the same steps with that seed (the main run reused for seed 0)."
+    _no_data(monkeypatch, tmp_path)
+    res, _ = quick_run
+    cfg = ecg.ecg_config('quick')
+    rows = res.metrics['seeds']
+    assert [r['seed'] for r in rows] == list(range(cfg.n_seeds))
+    for r in rows:
+        assert ecg.seed_headline(cfg, r['seed']) == r   # same process, same thread setting: identical, not just close
+    m, lo, hi = res.metrics['seeds_pgd_success']
+    assert lo <= m <= hi and m == pytest.approx(np.mean([r['pgd_success'] for r in rows]))
+
+
+def test_runner_json_holds_table(quick_run):
     "Plumbing: the quick runner's record round-trips through JSON with its table (quick's attack success can be 0)."
-    _no_data(monkeypatch, tmp_path)  # quick profile on the labelled synthetic stand-in (fast, no data needed)
-    res = get_study('ecg-smooth').run('quick', seed=0)
-    assert isinstance(res, Results) and res.data.source == 'synthetic'
-    path = res.save(tmp_path / 'ecg-smooth.json')
+    res, path = quick_run
+    assert isinstance(res, Results) and res.data.source == 'synthetic' and res.profile == 'quick'
     d = json.loads(path.read_text())
     rows = {r['quantity']: r for r in d['table']}
     for q in ('mean F1 of Normal, AF, Other (%)', 'PGD success (%)', 'smoothed attack success (%)',
@@ -132,15 +172,24 @@ def test_runner_json_holds_table(monkeypatch, tmp_path):
               'attack throughput (records/s): PGD, smoothed'):
         assert q in rows and set(rows[q]) == {'quantity', 'paper', 'ours', 'ci', 'note'}
     m = d['metrics']
-    assert rows['PGD success (%)']['ours'] == round(100 * m['pgd_success'], 1)
+    # the headline rows hold the mean over seeds; the single-seed numbers stay in the metrics
+    assert rows['PGD success (%)']['ours'] == round(100 * m['seeds_pgd_success'][0], 1)
+    assert rows['mean F1 of Normal, AF, Other (%)']['ours'] == round(100 * m['seeds_cinc_f1'][0], 1)
     assert 0 <= m['pgd_success'] <= 1 and 0 <= m['smooth_success'] <= 1
     assert m['smooth_linf'] <= ecg.EPS + 1e-3 and m['pgd_padding_max'] == 0 and m['smooth_padding_max'] == 0
     assert m['smooth_hf_frac'] < m['pgd_hf_frac'] and m['smooth_tv'] < m['pgd_tv']
     assert d['metrics']['eps_raw'] == 10
+    # the AutoAttack-style row: counted on the PGD pool, each record once, by the first stage that flips it
+    assert 'AutoAttack-style success (%)' in rows and m['aa_version'] == 'course'
+    assert sum(m['aa_by_stage'].values()) == round(m['aa_success'] * m['attack_records'])
+    lo, hi = m['aa_success_ci']; assert lo <= m['aa_success'] <= hi
     # the paper column holds Han et al.'s published numbers, in percent, beside ours under the same keys
     assert d['paper']['smooth_success_pct'] == 74.0 and rows['smoothed attack success (%)']['paper'] == 74.0
-    assert m['smooth_success_pct'] == rows['smoothed attack success (%)']['ours'] == round(100 * m['smooth_success'], 1)
-    lo, hi = rows['PGD success (%)']['ci']; assert lo <= rows['PGD success (%)']['ours'] <= hi
+    assert m['smooth_success_pct'] == rows['smoothed attack success (%)']['ours'] == round(100 * m['seeds_smooth_success'][0], 1)
+    for q in ('mean F1 of Normal, AF, Other (%)', 'PGD success (%)', 'smoothed attack success (%)'):
+        lo, hi = rows[q]['ci']; assert 0 <= lo <= rows[q]['ours'] <= hi <= 100, rows[q]
+    lo, hi = m['pgd_success_ci']; assert lo <= m['pgd_success'] <= hi   # seed 0's own Wilson interval
+    assert m['pgd_flipped'] == round(m['pgd_success'] * m['attack_records'])
     assert len(m['eps_sweep']) == len(d['config']['sweep_eps'])
     for r in m['eps_sweep']:   # each budget's success rates carry Wilson intervals that hold them
         for k in ('pgd', 'smooth'): assert r[f'{k}_ci'][0] <= r[f'{k}_success'] <= r[f'{k}_ci'][1]

@@ -1,5 +1,5 @@
 """Tests of robustml.fraud (chapter 5) and its data: the simulated transactions, leakage, thresholds and the study runner."""
-import json
+import dataclasses, json
 
 import numpy as np
 import pandas as pd
@@ -9,6 +9,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from robustml import fraud as F
 from robustml.datasets import tabular
 from robustml.datasets.tabular import synthetic_creditcard
+from robustml import datasets as D
 from robustml.core import DataInfo, Results
 from robustml.studies import get_study
 
@@ -50,9 +51,26 @@ def test_generator_seeded_and_validates():
         with pytest.raises(ValueError): synthetic_creditcard(**kw)
 
 
+def quick_cfg(**kw) -> F.FraudConfig:
+    return dataclasses.replace(F.fraud_config('quick'), **kw)
+
+
+# --- settings and data -------------------------------------------------------------------------------------------
+
+def test_fraud_config_resolves_the_profile_once():
+    q, c, p = (F.fraud_config(x) for x in ('quick', 'course', 'paper'))
+    assert (q.profile, c.profile, p.profile) == ('quick', 'course', 'paper')
+    assert q.transaction_rows == 30_000 and c.transaction_rows is None and p.demo_rows is None
+    assert c.cv_plan(c.large_rows + 1) == c.cv_large and c.cv_plan(c.large_rows) == c.cv_small
+    assert c.xgb['n_estimators'] == 100 and q.xgb['n_jobs'] == 1   # quick: one thread (tests run side by side)
+    t = F.fraud_profiles()
+    assert list(t.columns) == ['quick', 'course', 'paper'] and 'xgb.n_estimators' in t.index
+    with pytest.raises(ValueError, match='Unknown profile'): F.fraud_config('fast')
+
+
 def test_load_transactions_labels_simulated(monkeypatch):
     monkeypatch.setattr(F, 'have', lambda name: False)
-    d = F.load_transactions('quick', n_quick=5000)
+    d = F.load_transactions(quick_cfg(transaction_rows=5000))
     assert d.key == 'simulated' and F.SIMULATED in d.label and d.info.source == 'synthetic'
     assert F.SIMULATED in str(d.info) and len(d.y) == 5000
 
@@ -63,15 +81,33 @@ def test_load_transactions_prefers_real_file(monkeypatch, tmp_path):
     monkeypatch.setattr(F, 'have', lambda name: name == 'creditcard')
     monkeypatch.setattr(F, 'load_creditcard', lambda *a, **k: fake)
     monkeypatch.setattr(F, 'find', lambda name, download=True: tmp_path/'creditcard.csv')
-    d = F.load_transactions('quick', n_quick=10_000)
+    d = F.load_transactions(quick_cfg(transaction_rows=10_000))
     assert d.key == 'creditcard' and d.real and len(d.y) == 10_000 and abs(d.y.sum() - 10_000*fake.Class.mean()) <= 1
 
 
 def test_mammography_fallback_is_labelled(monkeypatch):
     monkeypatch.setattr(F, 'use_real', lambda name, profile=None: False)
-    d = F.load_mammography_data('quick')
+    d = F.load_mammography_data(quick_cfg())
     assert d.key == 'mammography-synthetic' and not d.real and 'SYNTHETIC' in d.label and 'SYNTHETIC' in str(d.info)
     assert 0.01 < d.y.mean() < 0.05 and d.X.shape[1] == 6
+
+
+def test_missing_mammography_fails_clearly_outside_quick(monkeypatch):
+    "The chapter leaves the decision to `robustml.datasets.use_real`: a stand-in under quick, `DataUnavailable` otherwise."
+    def missing(name, download=True): raise D.DataUnavailable(name, ['nowhere'])
+    monkeypatch.setattr(D, 'have', lambda name: False)
+    monkeypatch.setattr(D, 'find', missing)
+    assert not F.load_mammography_data(quick_cfg()).real
+    with pytest.raises(D.DataUnavailable, match='mammography'): F.load_mammography_data(F.fraud_config('course'))
+
+
+def test_load_fraud_data_describes_every_dataset(monkeypatch):
+    monkeypatch.setattr(F, 'have', lambda name: False)
+    monkeypatch.setattr(F, 'use_real', lambda name, profile=None: False)
+    ds, info = F.load_fraud_data(quick_cfg(transaction_rows=4000), seed=3)
+    assert [d.key for d in ds] == ['simulated', 'mammography-synthetic'] and info.source == 'synthetic'
+    assert info.sizes == {'simulated': 4000, 'mammography-synthetic': len(ds[1].y)}
+    assert F.SIMULATED in info.name and 'creditcard.csv was not available' in info.notes
 
 
 # --- leakage: no pipeline ever sees a test (or validation) row while fitting --------------------------------------
@@ -165,11 +201,27 @@ def test_cv_summary_interval_contains_mean():
 
 # --- the study runner --------------------------------------------------------------------------------------------
 
+def test_accuracy_lies_uses_one_split_for_both_models():
+    "The majority classifier and plain XGBoost are scored on the same test rows (same positives), and only XGBoost finds any."
+    d = small_data(4000, 0.03)
+    st = F.FraudStudy(quick_cfg(xgb=dict(TINY, n_jobs=1)), 0, [d], DataInfo('test', 'synthetic'))
+    a = F.accuracy_lies(st).accuracy['test']
+    assert a['majority']['tp'] + a['majority']['fn'] == a['baseline']['tp'] + a['baseline']['fn'] == round(0.3*d.y.sum())
+    assert a['majority']['recall'] == 0 and a['majority']['accuracy'] == pytest.approx(1 - d.y.mean(), abs=1e-3)
+    assert st.steps == ['accuracy_lies']
+
+
+def test_results_need_every_step():
+    st = F.FraudStudy(quick_cfg(), 0, [small_data(2000, 0.05)], DataInfo('test', 'synthetic'), steps=['accuracy_lies'])
+    with pytest.raises(ValueError, match='reproduce_seed'): F.fraud_results(st)
+
+
 def test_runner_quick_json_holds_the_table(tmp_path):
     # how long the quick profile takes is a benchmark's question (timings differ between machines), not a test's
     res = get_study('fraud-resampling').run('quick', seed=0)
     assert res.timings['total'] > 0
     assert isinstance(res, Results) and res.profile == 'quick' and res.paper == F.PAPER
+    assert res.config['steps'] == [f.__name__ for f in F.FRAUD_STEPS] and res.config['profile'] == 'quick'
     back = json.loads(res.save(tmp_path/'fraud.json').read_text())
     rows = back['table']
     assert all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} for r in rows)       # the shared schema
@@ -189,7 +241,7 @@ def test_runner_quick_json_holds_the_table(tmp_path):
 def test_xgboost_threads_follow_the_package_policy():
     "XGBoost gets `robustml.core.omp_threads`: one thread under quick, all cores otherwise, one when OpenMP was loaded busy first."
     import os, subprocess, sys
-    code = "import sys; {pre}; import robustml.fraud as F, robustml.core as C; print(F.chapter_config('{p}')['xgb']['n_jobs'], C._OMP_BUSY)"
+    code = "import sys; {pre}; import robustml.fraud as F, robustml.core as C; print(F.fraud_config('{p}').xgb['n_jobs'], C._OMP_BUSY)"
     env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'ROBUSTML_THREADS')}
     run = lambda pre, p='course', **extra: subprocess.run([sys.executable, '-c', code.format(pre=pre, p=p)], env={**env, **extra},
                                                          capture_output=True, text=True, check=True).stdout.split()

@@ -7,12 +7,33 @@ import pandas as pd
 import pytest
 
 import robustml.privacy as P
+from robustml.attacks import dp_advantage_bound, membership_advantage
 
 
 @pytest.fixture(scope='module')
-def iris():
-    X, y, *_ = P.load_iris_data()
-    return X, y
+def cfg():
+    return P.iris_dp_config('quick')
+
+
+@pytest.fixture(scope='module')
+def iris(cfg):
+    d, info = P.load_iris_data(cfg)
+    assert info.source == 'real' and info.name == 'iris'
+    return d.X, d.y
+
+
+def test_config_resolved_once_and_carried():
+    "The profile is resolved by `iris_dp_config` and carried in the config; the functions below take the config only."
+    q, c = P.iris_dp_config('quick'), P.iris_dp_config('course')
+    assert (q.profile, c.profile) == ('quick', 'course')
+    assert len(q.epsilons) == 5 and len(c.epsilons) == 13 and c.n_seeds == 100 and c.n_draws == 200
+    assert c.mia_epsilons[0] == 0.01 and c.mia_epsilons[-1] == 100.0 and q.n_jobs == 1
+    with pytest.raises(ValueError): P.iris_dp_config('huge')
+    with pytest.raises(TypeError): P.load_iris_data('quick')        # a profile name is not a config
+    with pytest.raises(TypeError): P.load_digits_data(None)
+    with pytest.raises(TypeError): P.iris_dp_study('course')
+    st = P.iris_dp_study(q, seed=3)
+    assert st.cfg is q and st.seed == 3 and st.iris.X.shape == (150, 4) and st.iris.target_names[0] == 'setosa'
 
 
 def test_diffprivlib_imports_with_pinned_sklearn():
@@ -82,8 +103,9 @@ def test_large_epsilon_approaches_nonprivate(iris):
 def test_attack_advantage_nonprivate_exceeds_strongly_private():
     """Measured (20 trials, 100 members): non-private advantage ~0.21 (sd ~0.07, s.e. ~0.015), eps=0.1 ~0.01 (sd ~0.05).
     We require a gap of at least 0.1: about 5 standard errors of the difference below the measured gap of ~0.2."""
-    Xd, yd, info = P.load_digits_parity()
-    assert info.source == 'real' and Xd.shape == (1797, 64) and np.abs(Xd).max() <= 1
+    d, info = P.load_digits_data(P.iris_dp_config('quick'))
+    Xd, yd = d.X, d.y
+    assert info.source == 'real' and Xd.shape == (1797, 64) and np.abs(Xd).max() <= 1 and set(yd) == {0, 1}
     df = P.mia_sweep(Xd, yd, [0.1], n_seeds=20, seed=0)
     adv = df.groupby('private').advantage.mean()
     assert adv[False] > adv[True] + 0.1, adv
@@ -93,13 +115,14 @@ def test_attack_advantage_nonprivate_exceeds_strongly_private():
 
 def test_membership_advantage_unbiased_and_bounds():
     rng = np.random.default_rng(0)
-    null = [P.membership_advantage(rng.normal(size=60), rng.normal(size=60), seed=k)['advantage'] for k in range(200)]
+    null = [membership_advantage(rng.normal(size=60), rng.normal(size=60), seed=k)['advantage'] for k in range(200)]
     assert abs(np.mean(null)) < 0.02  # held-out thresholds: no positive bias under the null
-    assert P.membership_advantage(np.zeros(20), np.ones(20))['advantage'] == 1.0
-    assert P.membership_advantage(np.zeros(20), np.ones(20))['auc'] == 1.0
-    b = P.dp_advantage_bound([0.0, 1.0, 100.0])
+    assert membership_advantage(np.zeros(20), np.ones(20))['advantage'] == 1.0
+    assert membership_advantage(np.zeros(20), np.ones(20))['auc'] == 1.0
+    b = dp_advantage_bound([0.0, 1.0, 100.0])
     assert b[0] == 0 and math.isclose(b[1], (math.e - 1) / (math.e + 1)) and b[2] <= 1
-    with pytest.raises(ValueError): P.membership_advantage([1., 2.], [1., 2.])
+    with pytest.raises(ValueError): membership_advantage([1., 2.], [1., 2.])
+    assert P.membership_advantage is membership_advantage  # the chapter uses the attack from robustml.attacks
 
 
 def test_paper_numbers_explained(iris):
@@ -112,10 +135,10 @@ def test_paper_numbers_explained(iris):
     # flowers: 19/45 (the paper's 42%) or 26/45. Which of the two the median lands on is a coin flip over draws, so
     # test the structure, not the median.
     one = df[(df.objective == '0.6.5 objective (re-created)') & (df.epsilon == 10.0) & df.one_class]
-    assert leg.loc[10.0, 'one-class share'] > 0.7
+    assert leg.loc[10.0, 'one-class (%)'] > 70
     assert np.isclose(one.accuracy.values[:, None], [19 / 45, 26 / 45]).any(1).all() and np.isclose(one.accuracy, 19 / 45).any()
-    assert 0.75 <= leg.loc[60.0, 'mean acc'] <= 0.95
-    assert cur['mean acc'].min() >= 0.97
+    assert 75 <= leg.loc[60.0, 'mean acc (%)'] <= 95
+    assert cur['mean acc (%)'].min() >= 97
     assert (df.budget_spent == 70.0).all()
     Xtr, Xte, ytr, yte = P.paper_split(X, y)
     assert int(yte.sum()) == 19 and len(yte) == 45
@@ -161,8 +184,8 @@ def test_public_scaling_and_bad_input(iris):
     with pytest.raises(ValueError): P.legacy065_fit(X, y, 1.0, 2.0)  # 3 classes
     with pytest.raises(ValueError): P.iris_sweep(X, y, [1.0], n_seeds=0)
     with pytest.raises(ValueError): P.laplace_releases(0.0, 1.0, 0)
-    Xd, yd, _ = P.load_digits_parity()
-    with pytest.raises(ValueError): P.mia_trial(Xd, yd, [1.0], 0, n_members=1000)
+    d, _ = P.load_digits_data(P.iris_dp_config('quick'))
+    with pytest.raises(ValueError): P.mia_trial(d.X, d.y, [1.0], 0, n_members=1000)
 
 
 def test_study_registered_and_quick_run():
@@ -172,6 +195,8 @@ def test_study_registered_and_quick_run():
     res = st.run('quick', seed=0)
     m = res.metrics
     assert res.profile == 'quick' and res.data.source == 'real' and res.config['dp_versions']['diffprivlib'] == '0.6.6'
+    assert res.config['profile'] == 'quick' and res.config['n_draws'] == P.iris_dp_config('quick').n_draws
+    assert set(res.frames) == {'paper', 'iris', 'iris_attack', 'attack'}
     assert m['nonprivate_acc'] == 1.0 and math.isclose(m['one_class_acc'], 19 / 45)
     # with over 70% of the draws one-class (19/45 or 26/45), the median lies between those two values
     assert m['legacy065_eps10_one_class_share'] > 0.7 and 19 / 45 - 1e-9 <= m['legacy065_eps10_acc'] <= 26 / 45 + 1e-9
@@ -192,3 +217,11 @@ def test_sweep_in_parallel_equals_serial(iris):
     a = P.iris_sweep(X, y, [1., 10.], n_seeds=4, n_jobs=1)
     b = P.iris_sweep(X, y, [1., 10.], n_seeds=4, n_jobs=2)
     assert a.equals(b)
+
+
+def test_runner_calls_the_pages_steps():
+    "The page calls the section steps one by one; `run_iris_dp` (the CLI's entrance) gives the same table."
+    assert P.IRIS_DP_STEPS == (P.reproduce_paper, P.sweep_accuracy, P.attack_iris, P.attack_digits)
+    st = P.iris_dp_study(P.iris_dp_config('quick'), seed=1)
+    for step in (P.reproduce_paper, P.sweep_accuracy, P.attack_iris, P.attack_digits): assert step(st) is st
+    assert P.iris_dp_results(st).table == P.run_iris_dp('quick', seed=1).table
