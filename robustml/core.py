@@ -14,7 +14,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['PROFILES', 'get_profile', 'by_profile', 'set_seed', 'get_device', 'cpu_threads', 'set_threads', 'torch_threads',
-           'omp_threads', 'progress', 'parallel_map', 'versions', 'DataInfo', 'Results', 'timed']
+           'omp_threads', 'blas_threads', 'progress', 'parallel_map', 'versions', 'DataInfo', 'Results', 'timed']
 
 # %% ../nbs/foundations/00_core.ipynb #0bd7b3c9
 def _openmp_loaded() -> bool:
@@ -114,6 +114,15 @@ def omp_threads(profile: str|None=None, # 'quick', 'course' or 'paper'; None = t
                ) -> int: # Threads for an OpenMP library (e.g. XGBoost's `n_jobs`)
     "`cpu_threads(profile)`, or 1 when an OpenMP runtime was loaded with busy-waiting threads before `robustml`."
     return 1 if _OMP_BUSY else cpu_threads(profile)
+
+# %% ../nbs/foundations/00_core.ipynb #cc5e7c38
+@contextmanager
+def blas_threads(n: int, # Threads of the BLAS/OpenMP pools NumPy, SciPy and scikit-learn use, for the block
+                ):
+    "Limit the native thread pools (via `threadpoolctl`) in a block: tiny problems solved many times run faster on one thread."
+    if not isinstance(n, int) or n < 1: raise ValueError(f"threads must be an integer >= 1, got {n!r}")
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(n): yield
 
 # %% ../nbs/foundations/00_core.ipynb #1ac74e39
 def progress(iterable: Iterable|None=None, # What to iterate over

@@ -23,7 +23,7 @@ from diffprivlib.accountant import BudgetAccountant
 from diffprivlib.mechanisms import Laplace, Vector
 from diffprivlib.utils import check_random_state
 
-from .core import DataInfo, Results, by_profile, get_profile, parallel_map, timed
+from .core import DataInfo, Results, blas_threads, by_profile, get_profile, parallel_map, timed
 from .studies import register_study
 from .attacks import dp_advantage_bound, membership_advantage
 from .datasets.tabular import load_iris
@@ -268,8 +268,7 @@ def _ovr_proba(d: np.ndarray) -> np.ndarray:
 @contextmanager
 def _quiet():
     "Inside sweeps: one BLAS thread (tiny problems; spinning BLAS threads made each fit ~15x slower on a busy CPU), no convergence warnings (diffprivlib's iteration cap is part of the method) and no scipy deprecation notices from inside diffprivlib."
-    from threadpoolctl import threadpool_limits
-    with warnings.catch_warnings(), threadpool_limits(1):
+    with warnings.catch_warnings(), blas_threads(1):
         warnings.simplefilter('ignore', ConvergenceWarning)
         warnings.filterwarnings('ignore', message='.*L-BFGS-B.*deprecated', category=DeprecationWarning)  # raised inside diffprivlib
         yield
