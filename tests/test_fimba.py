@@ -1,0 +1,188 @@
+"Tests of robustml.fimba (chapter 4): the attack's contract, TreeSHAP, leak-free preparation, the VAE's KL, the detectors, the CLI."
+import json, math, os, shutil, subprocess, sys
+
+import numpy as np
+import pytest
+import torch
+
+import robustml.fimba as F
+
+
+def _data(n=12, p=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p)); y = np.arange(n) % 2
+    return X, y, rng.normal(size=(4, p)), rng.normal(size=(3, p))
+
+
+def _reference(X, y, ranking, k, pn, pp, frac):
+    "The contract written row by row (slow, obviously right)."
+    out = X.copy()
+    for i in range(len(X)):
+        pool = pn if y[i] == 0 else pp
+        if len(pool) == 0 or k == 0: continue
+        a = pool[np.argmin(((pool - X[i]) ** 2).sum(1))]
+        for f in ranking[:k]: out[i, f] = X[i, f] + frac * (a[f] - X[i, f])
+    return out
+
+
+@pytest.mark.parametrize('k', [0, 1, 3, 7])
+def test_attack_matches_the_contract(k):
+    X, y, pn, pp = _data()
+    rank = np.array([3, 0, 6, 1, 5, 2, 4])
+    X0 = X.copy()
+    out = F.fimba_attack(X, y, rank, k, pn, pp)
+    np.testing.assert_allclose(out, _reference(X, y, rank, k, pn, pp, 8 / 9), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(X, X0)  # X is never modified
+    assert out is not X
+    # only the top-k columns change
+    untouched = np.setdiff1d(np.arange(X.shape[1]), rank[:k])
+    np.testing.assert_array_equal(out[:, untouched], X[:, untouched])
+
+
+def test_attack_frac_one_copies_the_nearest_target():
+    X, y, pn, pp = _data()
+    out = F.fimba_attack(X, y, np.arange(7), 7, pn, pp, frac=1.0)
+    for i in range(len(X)):
+        pool = pn if y[i] == 0 else pp
+        assert any(np.allclose(out[i], a) for a in pool)
+
+
+def test_empty_pool_leaves_rows_unchanged():
+    X, y, pn, _ = _data()
+    out = F.fimba_attack(X, y, np.arange(7), 4, pn, np.empty((0, 7)))
+    np.testing.assert_array_equal(out[y == 1], X[y == 1])
+    assert not np.allclose(out[y == 0], X[y == 0])
+    out2 = F.fimba_attack(X, y, np.arange(7), 4, None, np.zeros((0, 7)))
+    np.testing.assert_array_equal(out2, X)
+
+
+def test_attack_k_zero_is_identity():
+    X, y, pn, pp = _data()
+    np.testing.assert_array_equal(F.fimba_attack(X, y, np.arange(7), 0, pn, pp), X)
+
+
+@pytest.mark.parametrize('bad', [
+    dict(k=8), dict(k=-1), dict(k=2.5),
+    dict(y=np.zeros(5, int)), dict(y=np.full(12, 2)),
+    dict(pool_neg=np.zeros((3, 6))), dict(pool_pos=np.zeros(7)),
+    dict(ranking=np.array([0, 9])), dict(X=np.zeros(7)),
+])
+def test_attack_bad_input_raises_clear_error(bad):
+    X, y, pn, pp = _data()
+    kw = dict(X=X, y=y, ranking=np.arange(7), k=2, pool_neg=pn, pool_pos=pp) | bad
+    with pytest.raises(ValueError):
+        F.fimba_attack(**kw)
+
+
+def test_k_above_columns_message():
+    X, y, pn, pp = _data()
+    with pytest.raises(ValueError, match='exceeds'):
+        F.fimba_attack(X, y, np.arange(7), 8, pn, pp)
+
+
+def test_attack_is_fast_on_golub_sized_input():
+    "Every k from 1 to 2,000 on 24 rows: vectorised, well under a few seconds even on a busy machine."
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (24, 2000)); y = np.arange(24) % 2
+    pools = dict(neg=rng.uniform(-1, 1, (5, 2000)), pos=rng.uniform(-1, 1, (3, 2000)))
+    t = F.time_attack(X, y, rng.permutation(2000), pools, F.k_grid(2000, 12), repeat=1)
+    assert t < 2.0, t
+
+
+def test_tree_shap_sums_to_margin():
+    import xgboost as xgb
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 10)); y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int)
+    for m in (xgb.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1, random_state=0),
+              xgb.XGBRFClassifier(n_estimators=20, max_depth=4, n_jobs=1, random_state=0)):
+        m.fit(X, y)
+        phi = F.tree_shap(m, X)
+        assert phi.shape == (80, 11)
+        np.testing.assert_allclose(phi.sum(1), m.predict(X, output_margin=True), atol=1e-4)
+
+
+def test_linear_importance_is_exact_shap():
+    "For a linear model, sum over genes of w_j (x_j - mean_j) equals the margin minus the mean margin."
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 5)); y = (X[:, 0] > 0).astype(int)
+    m = F._logreg().fit(X, y)
+    phi = m.coef_[0] * (X - X.mean(0))
+    d = m.decision_function(X)
+    np.testing.assert_allclose(phi.sum(1), d - d.mean(), atol=1e-10)
+
+
+def test_prep_never_fits_on_test_rows():
+    d = F.synthetic_data(0, n_train=30, n_test=20, n_features=60, n_informative=5)
+    tr, te = F.split_indices(d.y, 3)
+    assert not set(tr) & set(te) and len(tr) + len(te) == len(d.y)
+    for select in ('variance', 't-test'):
+        prep = F.GenePrep(10, select).fit(d.X, d.y, rows=tr)
+        np.testing.assert_array_equal(prep.fit_rows_, tr)  # what it was fitted on
+        # the fit depends on training rows only: corrupt every test row and its labels, the fit is the same
+        X2, y2 = d.X.copy(), d.y.copy(); X2[te] = 1e6 * np.random.default_rng(0).normal(size=X2[te].shape); y2[te] = 1 - y2[te]
+        prep2 = F.GenePrep(10, select).fit(X2, y2, rows=tr)
+        np.testing.assert_array_equal(prep.keep_, prep2.keep_)
+        np.testing.assert_array_equal(prep.lo_, prep2.lo_); np.testing.assert_array_equal(prep.span_, prep2.span_)
+    Xtr, Xte, prep = F.prepare_split(d, tr, te, 10)
+    np.testing.assert_array_equal(prep.fit_rows_, tr)
+    assert Xtr.min() == -1 and Xtr.max() == 1
+
+
+def test_kl_closed_forms():
+    from torch.distributions import Normal, kl_divergence
+    g = torch.Generator().manual_seed(0)
+    mu, log_s = torch.randn(6, 4, generator=g), 0.5 * torch.randn(6, 4, generator=g)
+    ref = kl_divergence(Normal(mu, log_s.exp()), Normal(0., 1.)).sum(-1)
+    torch.testing.assert_close(F.kl_normal(mu, log_s), ref)
+    # the public code's term = KL to N(0, I/2) + log(2)/2 per latent dimension
+    half = kl_divergence(Normal(mu, log_s.exp()), Normal(0., math.sqrt(0.5))).sum(-1)
+    torch.testing.assert_close(F.kl_original(mu, log_s), half + 4 * 0.5 * math.log(2))
+    assert torch.all(F.kl_normal(torch.zeros(1, 3), torch.zeros(1, 3)) == 0)
+
+
+def test_spectral_detector_finds_planted_outliers():
+    rng = np.random.default_rng(0)
+    n, p = 200, 30
+    X = rng.normal(size=(n, p)); labels = np.zeros(n, int)
+    planted = np.zeros(n, bool); planted[:10] = True
+    X[planted] += 6.0 * np.eye(p)[0]  # 5% of the rows shifted by 6 SD along one direction
+    s = F.spectral_scores(X, labels)
+    assert F.detection_auc(s[~planted], s[planted]) > 0.95
+    keep = F.spectral_filter(s, labels, 0.075)
+    assert (~keep).sum() == 15 and (~keep[planted]).sum() >= 9
+
+
+def test_pca_residual_detector_on_off_manifold_rows():
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(100, 3)); W = rng.normal(size=(3, 40))
+    ref = Z @ W + 0.05 * rng.normal(size=(100, 40))
+    clean = rng.normal(size=(20, 3)) @ W + 0.05 * rng.normal(size=(20, 40))
+    off = clean + rng.normal(size=clean.shape)
+    assert F.detection_auc(F.pca_residual_scores(ref, clean, 3), F.pca_residual_scores(ref, off, 3)) > 0.95
+
+
+def test_c2st_paired_copies_are_indistinguishable():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(30, 5))
+    assert abs(F.c2st_auc(A, A.copy(), paired=True) - 0.5) < 0.15
+    assert F.c2st_auc(A, A + 3.0, paired=True) > 0.95
+
+
+def test_config_profiles():
+    q, c = F.fimba_config('quick'), F.fimba_config('course')
+    assert q.datasets == ('synthetic',) and set(c.datasets) == {'golub', 'tcga-breast'}
+    assert c.poison_seeds >= 20 and c.frac == 8 / 9
+    with pytest.raises(ValueError): F.fimba_config('huge')
+
+
+def test_cli_reproduce_quick(tmp_path):
+    env = dict(os.environ, ROBUSTML_PROGRESS='0', OMP_NUM_THREADS='1')
+    env.pop('ROBUSTML_PROFILE', None)
+    exe = shutil.which('robustml')
+    cmd = [exe] if exe else [sys.executable, '-c', 'import sys; from robustml.cli import main; sys.exit(main())']
+    r = subprocess.run(cmd + ['reproduce', 'fimba', '--profile', 'quick', '--out', str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / 'fimba.json').read_text())
+    assert rec['study'] == 'fimba' and rec['profile'] == 'quick' and rec['data']['source'] == 'synthetic'
+    assert {'quantity', 'paper', 'ours', 'ci', 'note'} <= set(rec['table'][0])
