@@ -26,6 +26,7 @@ RUN_COLORS: dict[str, str] = { # Fixed colours of the runs and methods the chapt
     'smote_tomek': '#637939', 'smote_enn': '#8c6d31',
     'APGD-CE': '#ff7f0e', 'APGD-T': '#843c39', 'Square': '#17becf',
     'private': '#1f77b4', 'insert': '#d62728', 'remove': '#1f77b4',
+    'paper (Zhou 2021)': '#636363', 'transfer (faithful)': '#e377c2', 'noise, same L2': '#bcbd22', 'blur, same L2': '#17becf',
 }
 
 def run_color(name: str, # A run, method or attack name

@@ -327,9 +327,9 @@ def test_mias(tmp_path, layout):
     assert all((m.images[i] == imgs[r]).all() for i, r in enumerate(m.refs))  # lossless
     assert m.labels.tolist() == [1, 0, 2] and list(m.tissue) == ['G', 'F', 'D']
     les = m.lesions.set_index('ref')
-    assert les.loc['mdb001', 'row'] == 1024 - 425 and les.loc['mdb001', 'col'] == 535
+    assert les.loc['mdb001', 'row'] == 1023 - 425 and les.loc['mdb001', 'col'] == 535
     small = images.load_mias(src, size=256, refs=['mdb001'])
-    assert small.images.shape == (1, 256, 256) and small.lesions.row.tolist() == [round((1024 - 425)/4)]
+    assert small.images.shape == (1, 256, 256) and small.lesions.row.tolist() == [round((1023 - 425)/4)]
     assert small.lesions.radius.tolist() == [round(197/4)]
     with pytest.raises(ValueError, match='mdb999'): images.load_mias(src, refs=['mdb999'])
 
@@ -511,7 +511,7 @@ def test_real_small_sets(shared_data):
     info = images.load_mias_info()
     assert info.ref.nunique() == 322 and len(info) == 330
     m = images.load_mias(refs=['mdb001'])
-    assert m.lesions.row.tolist() == [1024 - 425] and m.images.shape == (1, 1024, 1024)
+    assert m.lesions.row.tolist() == [1023 - 425] and m.images.shape == (1, 1024, 1024)
 
 
 def test_checksums_ship_as_package_data():

@@ -184,7 +184,7 @@ MIAS_ABNORMALITY = {'CALC': 'calcification', 'CIRC': 'circumscribed mass', 'SPIC
 def parse_mias_info(text: str, # Contents of `Info.txt`
                     height: int=1024, # Image height in pixels, to turn y (from the bottom) into a row (from the top)
                    ) -> 'pd.DataFrame': # One row per line: ref, tissue, abnormality, severity, x, y, radius, row, col
-    "Parse the mini-MIAS truth data; `row = height - y` converts its bottom-up y into an array row index."
+    "Parse the mini-MIAS truth data; `row = height - 1 - y` converts its bottom-up y (0 = the bottom row) into an array row index."
     import pandas as pd
     rows = []
     for line in text.splitlines():
@@ -198,7 +198,7 @@ def parse_mias_info(text: str, # Contents of `Info.txt`
     if not rows: raise ValueError("Info.txt: no mdbNNN lines found")
     df = pd.DataFrame(rows)
     for c in ('x', 'y', 'radius'): df[c] = df[c].astype('Int64')
-    df['row'] = (height - df['y']).astype('Int64'); df['col'] = df['x']
+    df['row'] = (height - 1 - df['y']).astype('Int64'); df['col'] = df['x']
     return df
 
 # %% ../../nbs/foundations/03a_images.ipynb #75f7fa75

@@ -1,0 +1,91 @@
+"Tests of robustml.quiz: the SpotTheFake reader study, headless (no widget needed for the logic)."
+import numpy as np
+import pytest
+
+from robustml.quiz import SpotTheFake
+from robustml.stats import binomial_p, wilson_ci
+
+
+@pytest.fixture
+def quiz():
+    rng = np.random.default_rng(0)
+    return SpotTheFake(rng.random((30, 8, 8)), rng.random((30, 8, 8)), n=20, seed=3)
+
+
+def test_draw_is_seeded_balanced_and_shuffled(quiz):
+    assert len(quiz) == 20 and quiz.is_fake.sum() == 10
+    rng = np.random.default_rng(0)
+    again = SpotTheFake(rng.random((30, 8, 8)), rng.random((30, 8, 8)), n=20, seed=3)
+    assert (again.is_fake == quiz.is_fake).all() and (again.source == quiz.source).all()
+    other = SpotTheFake(rng.random((30, 8, 8)), rng.random((30, 8, 8)), n=20, seed=4)
+    assert (other.is_fake != quiz.is_fake).any() or (other.source != quiz.source).any()
+    assert not (quiz.is_fake[:10].all() or (~quiz.is_fake[:10]).all())  # shuffled, not fakes-last
+    # no item drawn twice from the same set
+    for f in (True, False): assert len(set(quiz.source[quiz.is_fake == f])) == (quiz.is_fake == f).sum()
+
+
+def test_items_are_the_drawn_arrays():
+    real = np.zeros((5, 4, 4)); fake = np.ones((5, 4, 4))
+    q = SpotTheFake(real, fake, n=6, seed=0)
+    for i in range(len(q)): assert (q[i] == float(q.is_fake[i])).all()
+
+
+def test_score_for_scripted_answers(quiz):
+    t = quiz.is_fake
+    # reader: catches the first 7 fakes (in quiz order), misses 3; calls 2 reals fake; leaves the last item unanswered
+    fake_idx, real_idx = np.flatnonzero(t), np.flatnonzero(~t)
+    says = {int(i): True for i in fake_idx[:7]} | {int(i): False for i in fake_idx[7:]}
+    says |= {int(i): True for i in real_idx[:2]} | {int(i): False for i in real_idx[2:]}
+    skip = 19
+    for i, s in says.items():
+        if i != skip: quiz.answer(i, s, confidence=4)
+    sc = quiz.score()
+    answered = [i for i in range(20) if i != skip]
+    k = sum(says[i] == bool(t[i]) for i in answered)
+    nf = int(sum(t[i] for i in answered)); kf = sum(says[i] and t[i] for i in answered)
+    assert sc['n_answered'] == 19 and sc['correct'] == k and sc['n_fake'] == nf and sc['fakes_identified_k'] == kf
+    assert sc['accuracy'] == pytest.approx(100 * k / 19, abs=0.01)
+    assert sc['fakes_identified'] == pytest.approx(100 * kf / nf, abs=0.01)
+    assert sc['accuracy_ci'] == pytest.approx([100 * v for v in wilson_ci(k, 19)], abs=0.01)
+    assert sc['p_guessing'] == pytest.approx(binomial_p(k, 19))
+    assert 50 < sc['auc'] <= 100
+
+
+def test_extreme_readers(quiz):
+    for i in range(len(quiz)): quiz.answer(i, True)
+    sc = quiz.score()
+    assert sc['fakes_identified'] == 100 and sc['accuracy'] == 50 and sc['auc'] is None  # no confidences given
+    for i in range(len(quiz)): quiz.answer(i, bool(quiz.is_fake[i]), 5)  # answers can be changed
+    sc = quiz.score()
+    assert sc['accuracy'] == 100 and sc['auc'] == 100 and sc['p_guessing'] < 1e-4
+
+
+def test_unanswered_quiz_scores_none(quiz):
+    sc = quiz.score()
+    assert sc['n_answered'] == 0 and sc['accuracy'] is None and sc['p_guessing'] is None
+    assert quiz.next_unanswered() == 0
+
+
+def test_traces_work():
+    rng = np.random.default_rng(1)
+    q = SpotTheFake([rng.random(50) for _ in range(4)], rng.random((4, 1, 50)), n=4, seed=0)
+    assert all(q[i].shape == (50,) for i in range(4))
+
+
+def test_bad_input():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match='needs'): SpotTheFake(rng.random((3, 4, 4)), rng.random((30, 4, 4)), n=20)
+    with pytest.raises(ValueError, match='empty'): SpotTheFake([], rng.random((3, 4, 4)), n=2)
+    with pytest.raises(ValueError, match='1-D trace or 2-D image'): SpotTheFake(rng.random((4, 2, 3, 3)), rng.random((4, 4, 4)), n=2)
+    with pytest.raises(ValueError, match='n must'): SpotTheFake(rng.random((4, 4, 4)), rng.random((4, 4, 4)), n=0)
+    q = SpotTheFake(rng.random((4, 4, 4)), rng.random((4, 4, 4)), n=4)
+    with pytest.raises(IndexError): q.answer(4, True)
+    with pytest.raises(ValueError, match='confidence'): q.answer(0, True, confidence=7)
+
+
+def test_widget_builds():
+    pytest.importorskip('ipywidgets')
+    rng = np.random.default_rng(0)
+    q = SpotTheFake(rng.random((4, 8, 8)), rng.random((4, 8, 8)), n=2)
+    w = q.widget()
+    assert w is not None
