@@ -19,6 +19,7 @@ from .datasets import use_real
 from .cifar import (EPS5, PAPER, RecordingGuard, SeedHistory, evaluate_model, load_chapter_data, pixel_model,
                             seed_adv_train, seed_cnn, select_epoch, summarise)
 from .cifar_full import full_config, run_cifar_full
+from .stats import Trajectory, time_to_target as stats_time_to_target
 
 # %% auto #0
 __all__ = ['SeedRecipeConfig', 'seed_recipe_config', 'SeedRecipeFull', 'time_to', 'time_to_target', 'best_recipe_record',
@@ -120,11 +121,9 @@ def time_to(traj: list[dict], # trajectory rows with 'train_s', 'val_clean', 'va
             robust: float|None=None, # and validation PGD-10 accuracy (percent); None = no robust condition
             phase: str|None=None, # only count rows of this phase (e.g. 'adversarial'); None = all rows
            ) -> float|None: # training seconds at the end of the first epoch that reaches it; None if none does
-    "Training time until a trajectory first reaches (`clean`, `robust`)."
-    for r in traj:
-        if phase is not None and r.get('phase') != phase: continue
-        if r['val_clean'] >= clean and (robust is None or r['val_pgd10'] >= robust): return float(r['train_s'])
-    return None
+    "Training time until a trajectory first reaches (`clean`, `robust`): `robustml.stats.Trajectory.time_to` on these rows."
+    t = Trajectory(traj)
+    return (t if phase is None else t.where(phase=phase)).time_to(val_clean=clean, val_pgd10=robust)
 
 # %% ../nbs/ch1_cifar/12_time_to_target.ipynb #e45aee38
 def time_to_target(best: list[dict], # the best recipe's trajectory
@@ -132,14 +131,15 @@ def time_to_target(best: list[dict], # the best recipe's trajectory
                    clean: float=PAPER['faithful_clean'], # clean target (percent): the seed's 77.98
                    robust: float=PAPER['faithful_seed_fgsm'], # robust target (percent): the seed's 47.61
                   ) -> dict:
-    "Seconds each recipe needs for the clean and the clean+robust target, and best/seed ratios (or a bound)."
-    out = {'target_clean': clean, 'target_robust': robust, 'best_total_s': float(best[-1]['train_s']),
-           'seed_total_s': float(seed[-1]['train_s'])}
+    "Seconds each recipe needs for the clean and the clean+robust target, and best/seed ratios (or a bound): `robustml.stats.time_to_target`."
+    a, b = Trajectory(best), Trajectory(seed).where(phase='adversarial')
+    out = {'target_clean': clean, 'target_robust': robust, 'best_total_s': a.total, 'seed_total_s': float(seed[-1]['train_s'])}
     for tag, rob in (('clean', None), ('both', robust)):
-        a, b = time_to(best, clean, rob), time_to(seed, clean, rob, phase='adversarial')
-        out[f'best_s_{tag}'], out[f'seed_s_{tag}'] = a, b
-        out[f'ratio_{tag}'] = None if a is None or b is None else round(a / b, 3)
-        out[f'ratio_{tag}_below'] = round(a / out['seed_total_s'], 3) if a is not None and b is None else None
+        t = stats_time_to_target(a, b, val_clean=clean, val_pgd10=rob)
+        out[f'best_s_{tag}'], out[f'seed_s_{tag}'] = t['a_s'], t['b_s']
+        out[f'ratio_{tag}'] = None if t['ratio'] is None else round(t['ratio'], 3)
+        below = t['bound'] is not None and t['bound'][0] == '<'   # only the best recipe gets there: a / the seed's whole run
+        out[f'ratio_{tag}_below'] = round(t['bound'][1], 3) if below else None
     return out
 
 # %% ../nbs/ch1_cifar/12_time_to_target.ipynb #55e73b24

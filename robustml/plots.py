@@ -19,7 +19,7 @@ PALETTE = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e
 
 RUN_COLORS: dict[str, str] = { # Fixed colours of the runs and methods the chapters name
     'clean': '#7f7f7f', 'standard': '#7f7f7f', 'baseline': '#7f7f7f', 'non-private': '#7f7f7f',
-    'faithful': '#8c564b', 'corrected': '#1f77b4', 'fast_fgsm': '#ff7f0e', 'fast_fgsm_aug': '#e6550d', 'pgd_train': '#2ca02c',
+    'faithful': '#8c564b', 'fix1_pixel': '#bcbd22', 'fix2_mode': '#17becf', 'corrected': '#1f77b4', 'fast_fgsm': '#ff7f0e', 'fast_fgsm_aug': '#e6550d', 'pgd_train': '#2ca02c',
     'co_collapsed': '#d62728', 'co_guarded': '#9467bd',
     'FGSM': '#ff7f0e', 'PGD': '#d62728', 'smoothed': '#1f77b4', 'AutoAttack': '#000000',
     'smote': '#2ca02c', 'under': '#d62728', 'weighted': '#9467bd', 'borderline': '#17becf', 'smote_under': '#bcbd22',

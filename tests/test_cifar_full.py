@@ -61,7 +61,9 @@ def test_runner_quick_synthetic_is_reproducible_and_complete(data_env, tmp_path)
            [(r['val_clean'], r['val_pgd10']) for r in b.metrics['trajectory']]
     assert a.comparison().loc['clean', 'ours'] == m['clean']
     # the record's table, in the shared schema: every row says what the profile made of its number
-    assert len(a.table) == 8 and all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} and 'quick profile' in r['note'] for r in a.table)
+    # 8 accuracy rows (clean, seed FGSM, FGSM, PGD-20, PGD-50 at two budgets) and the AutoAttack-style pair
+    assert len(a.table) == 10 and [r['quantity'].startswith('AutoAttack-style') for r in a.table[-2:]] == [True, True]
+    assert all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} and 'quick profile' in r['note'] for r in a.table)
     assert a.table[0]['paper'] == 77.98 and a.table[0]['ours'] == m['clean'] and a.table[0]['ci'] == m['clean_ci']
     back = Results.load(a.save(tmp_path/'full.json'))
     assert back.metrics == json.loads(json.dumps(a.to_dict()))['metrics']
