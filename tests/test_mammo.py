@@ -1,0 +1,166 @@
+"Tests of robustml.mammo (chapter 2, lesion GANs): split by woman, coordinates, generators, losses, flip counting, CLI, bad input."
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from robustml import mammo
+from robustml.cli import main as cli_main
+from robustml.core import Results
+
+
+def _film(lesions=(), size=1024):
+    "A fake film: a bright half-disc 'breast' on black, plus brighter disks at (row, col, radius)."
+    rr, cc = np.mgrid[:size, :size]
+    img = np.where((rr - size / 2) ** 2 + cc ** 2 < (0.45 * size) ** 2 * 4, 90, 0).astype(np.uint8)  # breast at the left edge
+    for r, c, rad in lesions: img[(rr - r) ** 2 + (cc - c) ** 2 <= rad ** 2] = 250
+    return img
+
+
+@pytest.fixture
+def mias_dir(tmp_path):
+    "A four-film mini-MIAS folder (two women): mdb001 has a lesion at x=300, y=700 (from the bottom), r=40."
+    from PIL import Image
+    x, y, r = 300, 700, 40
+    Image.fromarray(_film([(1023 - y, x, r)])).save(tmp_path / 'mdb001.png')
+    for k in (2, 3, 4): Image.fromarray(_film()).save(tmp_path / f'mdb{k:03d}.png')
+    (tmp_path / 'Info.txt').write_text(f"mdb001 F CIRC B {x} {y} {r}\nmdb002 F NORM\nmdb003 F NORM\nmdb004 F NORM\n")
+    return tmp_path
+
+
+def _cfg(**kw):
+    return mammo.MammoConfig('quick', patch=32, **kw)
+
+
+def test_patch_centred_on_lesion_contains_it(mias_dir):
+    d, info = mammo.load_mammo_data(_cfg(n_jitter=3, neg_per_pos=2), seed=0, path=mias_dir)
+    assert info.source == 'real' and d.x.shape[1:] == (1, 32, 32)
+    les = np.flatnonzero(d.y.numpy() == 1)
+    assert len(les) == 3 and (d.ref[les] == 'mdb001').all()
+    for i in les:
+        r, c = d.centre[i].round().astype(int)
+        assert d.x[i, 0, r, c] > 0.9  # the lesion (250) is where the record says, after y -> row = 1023 - y
+        assert abs(r - 16) <= 3 and abs(c - 16) <= 3  # centred up to the jitter (16 full-res px = 2 px here)
+        assert d.radius[i] == pytest.approx(40 / 8, abs=0.5)
+    # the mirrored row (y read from the top) holds no lesion in the film: the convention matters
+    assert (d.x[d.y == 0] < 0.9).all()  # normal patches never contain the lesion's grey level
+
+
+def test_split_by_woman_synthetic_and_real_ids():
+    d, info = mammo.load_mammo_data(mammo.mammo_config('quick'), seed=3)
+    assert info.source == 'synthetic'
+    splits = {s: set(d.woman[d.split == s]) for s in ('train', 'val', 'test')}
+    assert not (splits['train'] & splits['val'] or splits['train'] & splits['test'] or splits['val'] & splits['test'])
+    assert all(len(d.idx(s, 1)) > 0 and len(d.idx(s, 0)) > 0 for s in splits)
+    assert mammo.woman_of('mdb001') == mammo.woman_of('mdb002') == 1 and mammo.woman_of('mdb003') == 2
+    refs = [f'mdb{k:03d}' for k in range(1, 323)]
+    w = np.array([mammo.woman_of(r) for r in refs])
+    s = mammo.split_by_woman(w, (w % 3 == 0).astype(int), seed=0)
+    for v in np.unique(w): assert len(set(s[w == v])) == 1
+    with pytest.raises(ValueError, match='fractions'): mammo.split_by_woman(w, w * 0, (0.5, 0.5, 0.5))
+
+
+def test_generators_keep_shape_and_range():
+    torch.manual_seed(0)
+    g = mammo.UNet((4, 8, 16)).eval()
+    for x in (torch.rand(3, 1, 32, 32), torch.zeros(2, 1, 16, 16), torch.ones(2, 1, 16, 48)):
+        with torch.no_grad(): y = g(x)
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    with pytest.raises(ValueError, match='divisible'): g(torch.rand(1, 1, 30, 30))
+    out = mammo.attack_all(g, g, torch.rand(4, 1, 16, 16), torch.tensor([1, 0, 1, 0]))
+    assert out.shape == (4, 1, 16, 16)
+
+
+def test_losses_match_formulas():
+    rng = np.random.default_rng(0)
+    dr, df = rng.normal(size=5), rng.normal(size=5)
+    gr = rng.normal(size=(5, 1, 3, 3)) * 0.3
+    sig = lambda t: 1 / (1 + np.exp(-t))
+    n2 = (gr.reshape(5, -1) ** 2).sum(1)
+    want_f = -np.log(sig(dr)).mean() + np.log(sig(df)).mean() + 10 / 2 * (n2 ** 2).mean() + abs(dr.mean() - 1)
+    want_c = -np.log(sig(dr)).mean() - np.log(1 - sig(df)).mean() + 0.7 / 2 * n2.mean()
+    T = lambda a: torch.tensor(a, dtype=torch.float64)
+    assert mammo.d_loss_faithful(T(dr), T(df), T(gr), 10.).item() == pytest.approx(want_f, rel=1e-9)
+    assert mammo.d_loss_corrected(T(dr), T(df), T(gr), 0.7).item() == pytest.approx(want_c, rel=1e-9)
+    x, g = rng.random((4, 1, 5, 5)), rng.random((4, 1, 5, 5))
+    nx, ng = (x - 0.485) / 0.229, (g - 0.485) / 0.229
+    assert mammo.rel_l2_faithful(T(g), T(x)).item() == pytest.approx(((ng - nx) ** 2).mean() / (nx ** 2).mean(), rel=1e-9)
+    per = ((g - x) ** 2).reshape(4, -1).sum(1) / (x ** 2).reshape(4, -1).sum(1)
+    assert np.allclose(mammo.rel_l2(T(g), T(x)).numpy(), per)
+    assert mammo.g_loss(T(df), T(0.3), 2.).item() == pytest.approx(-np.log(sig(df)).mean() + 0.6, rel=1e-9)
+    p = torch.softmax(T(np.c_[dr, df]), 1)[torch.arange(5), torch.tensor([0, 1, 1, 0, 1])]
+    want_fl = (-0.5 * (1 - p) ** 2 * p.log()).mean()
+    assert mammo.focal_loss(T(np.c_[dr, df]), torch.tensor([0, 1, 1, 0, 1])).item() == pytest.approx(want_fl.item(), rel=1e-9)
+
+
+def test_critic_gradient_is_input_gradient():
+    "The penalty's gradient is d sum(D(real)) / d real, the same as autograd on a fresh graph."
+    torch.manual_seed(0)
+    clf = mammo.ZhouNet(4, blocks=2, hidden=16).eval()
+    crit = mammo.Critic(clf).eval()
+    x = torch.rand(3, 1, 16, 16)
+    d, g = mammo._critic_grads(crit, x)
+    x2 = x.clone().requires_grad_(True); crit(x2).sum().backward()
+    assert torch.allclose(g, x2.grad, atol=1e-6) and torch.allclose(d, crit(x))
+
+
+def test_flips_counted_only_on_correct_inputs():
+    p_clean = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.7, 0.6])
+    y = np.array([1, 1, 1, 0, 0, 0, 1])
+    # correct at 0.5: lesions 0, 1, 6 and normal 3, 4; patch 2 (missed lesion) and 5 (false alarm) do not count
+    p_att = np.array([0.1, 0.9, 0.1, 0.9, 0.2, 0.1, 0.4])
+    r = mammo.fooled_counts(p_clean, p_att, y, 0.5)
+    assert r['flip_remove'] == [2, 3] and r['flip_insert'] == [1, 2] and r['fooled_overall'] == [3, 5]
+    assert r['fooled_overall_rate'] == pytest.approx(0.6) and r['fooled_overall_ci'][0] < 0.6 < r['fooled_overall_ci'][1]
+    none = mammo.fooled_counts(np.array([0.1]), np.array([0.9]), np.array([1]), 0.5)
+    assert none['flip_remove'] == [0, 0] and none['flip_remove_rate'] is None
+
+
+def test_same_budget_baselines():
+    x = torch.rand(4, 1, 16, 16) * 0.5 + 0.25
+    xa = (x + 0.05 * torch.randn(4, 1, 16, 16)).clamp(0, 1)
+    for kind in ('noise', 'blur'):
+        xb = mammo.same_budget(x, xa, kind)
+        assert xb.shape == x.shape and 0 <= xb.min() and xb.max() <= 1
+        assert ((xb - x).flatten(1).norm(dim=1) <= (xa - x).flatten(1).norm(dim=1) * 1.001 + 1e-6).all()
+    nb = mammo.same_budget(x, xa, 'noise')  # unclamped here (values stay inside [0, 1]): same L2 as the budget
+    assert torch.allclose((nb - x).flatten(1).norm(dim=1), (xa - x).flatten(1).norm(dim=1), rtol=1e-4)
+    with pytest.raises(ValueError): mammo.same_budget(x, xa, 'jpeg')
+
+
+def test_missing_info_txt(mias_dir):
+    (mias_dir / 'Info.txt').unlink()
+    with pytest.raises(FileNotFoundError, match='Info.txt'): mammo.load_mammo_data(_cfg(), path=mias_dir)
+
+
+def test_wrong_image_size(mias_dir):
+    from PIL import Image
+    Image.fromarray(np.zeros((512, 512), np.uint8)).save(mias_dir / 'mdb002.png')
+    with pytest.raises(ValueError, match='1024x1024'): mammo.load_mammo_data(_cfg(), path=mias_dir)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='direction'):
+        mammo.train_gan(mammo.ZhouNet(4), torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16), _cfg(), 'sideways')
+    with pytest.raises(ValueError, match='pool'): mammo.ZhouNet(pool='median')
+    with pytest.raises(ValueError, match='square'): mammo.crop_patches(np.zeros((10, 12)), np.array([[5, 5]]), 4)
+
+
+def test_reproduce_quick_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv('ROBUSTML_DATA', raising=False); monkeypatch.setenv('ROBUSTML_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setenv('ROBUSTML_OFFLINE', '1'); monkeypatch.setenv('ROBUSTML_PROGRESS', '0')
+    assert cli_main(['reproduce', 'mammo-gan', '--profile', 'quick', '--out', str(tmp_path)]) == 0
+    d = json.loads((tmp_path / 'mammo-gan.json').read_text())
+    res = Results.load(tmp_path / 'mammo-gan.json')
+    assert res.profile == 'quick' and res.data.source == 'synthetic'
+    m = d['metrics']
+    for key in ('flip_remove', 'flip_insert', 'fooled_overall'):
+        k, n = m[key]; assert 0 <= k <= n
+    assert m['fooled_overall'] == [m['flip_remove'][0] + m['flip_insert'][0], m['flip_remove'][1] + m['flip_insert'][1]]
+    rows = {r['quantity']: r for r in d['table']}
+    assert all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} for r in d['table'])
+    assert rows['fooled overall (%) [faithful]']['paper'] == 69.15
+    assert 'mammo-gan' in capsys.readouterr().out
