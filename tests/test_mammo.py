@@ -49,7 +49,8 @@ def test_patch_centred_on_lesion_contains_it(mias_dir):
     assert (d.x[d.y == 0] < 0.9).all()  # normal patches never contain the lesion's grey level
 
 
-def test_split_by_woman_synthetic_and_real_ids():
+def test_split_by_woman_synthetic_and_real_ids(data_env):
+    "Without data (the `data_env` fixture), quick falls back to the labelled stand-in; the split never shares a woman."
     d, info = mammo.load_mammo_data(mammo.mammo_config('quick'), seed=3)
     assert info.source == 'synthetic'
     splits = {s: set(d.woman[d.split == s]) for s in ('train', 'val', 'test')}
