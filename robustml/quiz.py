@@ -26,10 +26,10 @@ def _as_items(items, name: str) -> list[np.ndarray]:
     return out
 
 def _auc(truth: np.ndarray, score: np.ndarray) -> float|None:
-    "ROC AUC of `score` for binary `truth` (ties count half); None without both classes."
-    pos, neg = score[truth], score[~truth]
-    if len(pos) == 0 or len(neg) == 0: return None
-    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+    "ROC AUC of `score` for binary `truth` (scikit-learn's; ties count half); None without both classes."
+    if truth.all() or not truth.any(): return None
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(truth, score))
 
 def _rate(k: int, n: int) -> tuple:
     "(percent, [low, high] percent) of k/n with a Wilson interval; (None, None) when n = 0."

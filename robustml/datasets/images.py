@@ -220,6 +220,8 @@ def _mias_images(path: Path) -> tuple[dict, str]:
     "`({ref: encoded image bytes}, Info.txt text)` from a PNG/PGM folder or the official archive."
     if path.is_dir():
         files = {p.stem: p for p in path.iterdir() if re.fullmatch(r'mdb\d{3}\.(png|pgm)', p.name, re.I)}
+        if not (path/'Info.txt').is_file():
+            raise FileNotFoundError(f"{path}: no Info.txt (the mini-MIAS truth data, with the lesion centres) in this folder")
         info = (path/'Info.txt').read_text(errors='replace')
         return {k: files[k].read_bytes for k in sorted(files)}, info
     raw, members = _read_archive(path)
