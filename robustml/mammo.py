@@ -290,8 +290,6 @@ def load_mammo_data(cfg: MammoConfig, # Sizes and the profile
         d = synthetic_mammo_patches(cfg, seed)
         return d, DataInfo('mias', 'synthetic', d.counts(), notes='smoothed-noise tissue with bright soft disks (robustml.mammo.synthetic_mammo_patches)')
     path = Path(path) if path is not None else find('mias')
-    if path.is_dir() and not (path / 'Info.txt').is_file():
-        raise FileNotFoundError(f"{path}: no Info.txt (the mini-MIAS truth data) in this folder; it holds the lesion centres")
     films = load_mias(path, size=cfg.load_size)
     d = mammo_patches(films, cfg, seed)
     return d, DataInfo('mias', 'real', d.counts(), location=str(path),
@@ -914,8 +912,10 @@ def plot_pairs(x: Tensor, # Sources (N, 1, P, P)
     n = min(n, len(x)); fig, axes = plt.subplots(3, n, figsize=(1.9 * n, 5.8), squeeze=False)
     lim = float((g[:n] - x[:n]).abs().max()) or 1.
     for j in range(n):
-        axes[0, j].imshow(x[j, 0], cmap='gray', vmin=0, vmax=1); axes[1, j].imshow(g[j, 0], cmap='gray', vmin=0, vmax=1)
-        axes[2, j].imshow((g[j, 0] - x[j, 0]).numpy(), cmap='RdBu_r', vmin=-lim, vmax=lim)
+        # nearest: show the patch's own pixels (smooth interpolation invents detail and bloats the page)
+        axes[0, j].imshow(x[j, 0], cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+        axes[1, j].imshow(g[j, 0], cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+        axes[2, j].imshow((g[j, 0] - x[j, 0]).numpy(), cmap='RdBu_r', vmin=-lim, vmax=lim, interpolation='nearest')
     for a in axes.ravel(): a.set_xticks([]); a.set_yticks([])
     for a, t in zip(axes[:, 0], ('source', 'generated', f'difference (+-{lim:.2f})')): a.set_ylabel(t, fontsize=8)
     fig.suptitle(title, fontsize=9); plt.tight_layout()
