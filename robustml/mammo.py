@@ -18,6 +18,7 @@ from torch import Tensor
 from .core import DataInfo, Results, by_profile, cpu_threads, get_profile, progress, set_seed, timed, torch_threads
 from .datasets import find, use_real
 from .datasets.images import MIAS_TISSUE, load_mias
+from .plots import percent_axis, run_color
 from .stats import bootstrap_metric, percent, wilson_ci
 from .studies import register_study
 from .training import cpu_state, eval_mode

@@ -46,9 +46,9 @@ def register_study(name: str, # Name used on the command line, e.g. `cifar-fgsm`
 
 # %% ../nbs/foundations/08_studies.ipynb #5f0d61c2
 STUDY_LIST = ( # (study, module, depends on), in chapter order
-    ('cifar-fgsm', 'robustml.cifar', ()),
-    ('cifar-full', 'robustml.cifar_full', ()),
-    ('cifar-time', 'robustml.cifar_time', ('cifar-full',)),
+    ('cifar-fgsm', 'robustml.cifar.fgsm', ()),
+    ('cifar-full', 'robustml.cifar.full', ()),
+    ('cifar-time', 'robustml.cifar.time', ('cifar-full',)),
     ('mammo-gan', 'robustml.mammo', ()),
     ('ecg-smooth', 'robustml.ecg', ()),
     ('fimba', 'robustml.fimba', ()),

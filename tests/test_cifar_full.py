@@ -1,10 +1,11 @@
-"Tests of robustml.cifar_full: the residual network, the profiles, and the full-scale runner (quick profile)."
+"Tests of robustml.cifar.full: the residual network, the profiles, and the full-scale runner (quick profile)."
 import json
 
 import pytest
 import torch
 
-from robustml import cifar, cifar_full as cf, datasets as rdata
+from robustml import datasets as rdata
+from robustml.cifar import common as cmn, fgsm as ch1, full as cf
 from robustml.core import Results
 from robustml.studies import get_study
 
@@ -32,7 +33,7 @@ def test_profiles_scale_up_to_the_full_training_set():
     q, c, p = (cf.full_config(k) for k in ('quick', 'course', 'paper'))
     assert p.n_train == 49000 and p.n_val == 1000 and p.n_test == 10000
     assert q.n_train < c.n_train < p.n_train and q.epochs <= c.epochs <= p.epochs
-    for cfg in (q, c, p): assert cfg.n_strong <= cfg.n_pgd <= cfg.n_test and cfg.eps == cifar.EPS5
+    for cfg in (q, c, p): assert cfg.n_strong <= cfg.n_pgd <= cfg.n_test and cfg.eps == cmn.EPS5
     with pytest.raises(ValueError): cf.full_config('huge')
 
 
@@ -47,7 +48,7 @@ def test_runner_quick_synthetic_is_reproducible_and_complete(data_env, tmp_path)
     a, b = study.run('quick', seed=1), study.run('quick', seed=1)
     assert isinstance(a, Results) and a.profile == 'quick' and a.data.source == 'synthetic'
     m = a.metrics
-    for col in cifar.COLUMNS:
+    for col in ch1.COLUMNS:
         assert 0 <= m[col] <= 100
         lo, hi = m[col + '_ci']; assert lo <= m[col] <= hi
     assert m['target_met'] == (m['clean'] >= 78 and m['pgd20_5'] >= 48)

@@ -1,9 +1,9 @@
-"Tests of robustml.cifar_time: times to a target, the record lookup, the seed recipe's splits and the runner (quick)."
+"Tests of robustml.cifar.time: times to a target, the record lookup, the seed recipe's splits and the runner (quick)."
 import json
 
 import pytest
 
-from robustml import cifar, cifar_full as cf, cifar_time as ct
+from robustml.cifar import full as cf, time as ct
 from robustml.core import DataInfo, Results
 from robustml.studies import get_study
 from robustml.cli import main
