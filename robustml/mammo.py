@@ -18,21 +18,22 @@ from torch import Tensor
 from .core import DataInfo, Results, by_profile, cpu_threads, get_profile, progress, set_seed, timed, torch_threads
 from .datasets import find, use_real
 from .datasets.images import MIAS_TISSUE, load_mias
-from .plots import percent_axis, run_color
-from .stats import bootstrap_metric, percent, wilson_ci
+from .plots import percent_axis, run_color, style
+from .stats import bootstrap_metric, mean_ci, percent, wilson_ci
 from .studies import register_study
 from .training import cpu_state, eval_mode
 
 # %% auto #0
-__all__ = ['PAPER', 'PAPER_COUNTS', 'LESION_KINDS', 'VARIANTS', 'IMAGENET_MEAN0', 'IMAGENET_STD0', 'PHASES', 'MammoConfig',
-           'mammo_config', 'woman_of', 'split_by_woman', 'breast_mask', 'normal_centres', 'crop_patches',
-           'MammoPatches', 'mammo_patches', 'synthetic_mammo_patches', 'load_mammo_data', 'MammoStudy', 'mammo_setup',
-           'plot_patches', 'ZhouNet', 'focal_loss', 'input_grad_penalty', 'augment_patches', 'predict_proba',
-           'train_classifier', 'choose_threshold', 'classifier_metrics', 'train_classifiers', 'UNet', 'Critic',
-           'd_loss_faithful', 'd_loss_corrected', 'rel_l2_faithful', 'rel_l2', 'g_loss', 'GanRun', 'generate',
-           'train_gan', 'train_gans', 'plot_balance', 'attack_all', 'fooled_counts', 'same_budget', 'measure_fooled',
-           'plot_fooled', 'pixel_fidelity', 'embed', 'frechet_distance', 'kid', 'c2st_auc', 'measure_fidelity',
-           'fidelity_table', 'plot_pairs', 'results_table', 'mammo_results', 'run_mammo_gan']
+__all__ = ['PAPER', 'PAPER_COUNTS', 'LESION_KINDS', 'VARIANTS', 'IMAGENET_MEAN0', 'IMAGENET_STD0', 'PHASES', 'HEADLINE',
+           'MAMMO_FOOLED_STEPS', 'MAMMO_STEPS', 'MammoConfig', 'mammo_config', 'woman_of', 'split_by_woman',
+           'breast_mask', 'normal_centres', 'crop_patches', 'MammoPatches', 'mammo_patches', 'synthetic_mammo_patches',
+           'load_mammo_data', 'MammoStudy', 'mammo_setup', 'plot_patches', 'ZhouNet', 'focal_loss',
+           'input_grad_penalty', 'augment_patches', 'predict_proba', 'train_classifier', 'choose_threshold',
+           'classifier_metrics', 'train_classifiers', 'UNet', 'Critic', 'd_loss_faithful', 'd_loss_corrected',
+           'rel_l2_faithful', 'rel_l2', 'g_loss', 'GanRun', 'generate', 'train_gan', 'train_gans', 'plot_balance',
+           'attack_all', 'fooled_counts', 'same_budget', 'measure_fooled', 'plot_fooled', 'pixel_fidelity', 'embed',
+           'frechet_distance', 'kid', 'c2st_auc', 'measure_fidelity', 'fidelity_table', 'plot_pairs', 'mammo_headline',
+           'seed_headline_mammo', 'seeds_mammo', 'plot_seeds', 'results_table', 'mammo_results', 'run_mammo_gan']
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #e130b26a
 PAPER = {'flip_remove_pct': 95.45, 'flip_insert_pct': 65.52, 'fooled_overall_pct': 69.15,
@@ -74,6 +75,7 @@ class MammoConfig:
     eval_every: int = 25 # steps between balance checks on validation patches
     n_quiz: int = 20 # items in the spot-the-fake quiz
     n_boot: int = 1000 # bootstrap resamples
+    n_seeds: int = 1 # seeds of the headline: this run's, then seed + 1, ... (each a new split of the women, new classifiers and generators)
     threads: int = 1 # PyTorch CPU threads
 
     @property
@@ -94,10 +96,10 @@ def mammo_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = 
                     gan_batch=8, warm_steps=4, dhead_steps=3, joint_steps=6, trunk_steps=6, g_every=2, eval_every=5,
                     n_quiz=10, n_boot=100, threads=1),
         MammoConfig(p, patch=64, clf_epochs=15, gan_batch=12, warm_steps=50, dhead_steps=40, joint_steps=120, trunk_steps=150, g_every=2, g_lr=2e-4,
-                    threads=cpu_threads(p)),
+                    n_seeds=3, threads=cpu_threads(p)),
         MammoConfig(p, patch=128, n_jitter=8, width=32, clf_epochs=100, gen_widths=(32, 64, 128, 256), warm_steps=1000,
                     dhead_steps=1000, joint_steps=2000, trunk_steps=6000, g_lr=1e-5, warm_lr=1e-4, clf_gp=10., n_boot=2000,
-                    threads=cpu_threads(p)),
+                    n_seeds=3, threads=cpu_threads(p)),
         profile=p)
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #6326c679
@@ -314,14 +316,16 @@ class MammoStudy:
     attacked: dict = field(default_factory=dict) # variant -> attacked test patches
     fid: dict = field(default_factory=dict) # (variant, direction) -> per-patch fidelity arrays
     metrics: dict = field(default_factory=dict)
+    seeds: object = None # the headline per seed (a DataFrame, from `seeds_mammo`)
     timings: dict = field(default_factory=dict)
 
-def mammo_setup(profile: str|None=None, # Profile; None reads the environment
+def mammo_setup(profile: str|MammoConfig|None=None, # Profile, or a config; None reads the environment
                 seed: int=0, # Seed
                 path: str|Path|None=None, # mini-MIAS location; None = `find('mias')`
                ) -> MammoStudy:
     "Resolve the profile, load the patches, start the record."
-    cfg = mammo_config(profile); st = MammoStudy(cfg, seed, None, None)
+    cfg = profile if isinstance(profile, MammoConfig) else mammo_config(profile)
+    st = MammoStudy(cfg, seed, None, None)
     with timed(st.timings, 'data'): st.data, st.info = load_mammo_data(cfg, seed, path)
     return st
 
@@ -922,6 +926,68 @@ def plot_pairs(x: Tensor, # Sources (N, 1, P, P)
     fig.suptitle(title, fontsize=9); plt.tight_layout()
     return fig
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #5d183825
+HEADLINE = ('flip_remove', 'flip_insert', 'fooled_overall') # the rates the seeds are compared on
+
+def mammo_headline(st: MammoStudy) -> dict:
+    "One run's headline after `measure_fooled`: seed, test AUC, and per variant the fooled rates (fractions) with their counts."
+    M = st.metrics; h = {'seed': st.seed, 'clf_test_auc': M['clf_test_auc']}
+    for v in VARIANTS:
+        for k in HEADLINE:
+            if f'{v}_{k}' not in M: continue
+            (n_k, n), rate = M[f'{v}_{k}'], M[f'{v}_{k}_rate']
+            h[f'{v}_{k}'] = np.nan if rate is None else rate; h[f'{v}_{k}_counts'] = f'{n_k}/{n}'
+    return h
+
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #98df23b3
+MAMMO_FOOLED_STEPS = (train_classifiers, train_gans, measure_fooled) # the steps a seed repeats (fidelity is left out)
+
+def seed_headline_mammo(cfg: MammoConfig, # The chapter's settings
+                        seed: int, # This run's seed (split, classifiers, generators)
+                        path: str|Path|None=None, # mini-MIAS location; None = `find('mias')`
+                       ) -> dict:
+    "The headline of one seed, from scratch: the study's steps up to the fooled counts."
+    st = mammo_setup(cfg, seed, path)
+    with torch_threads(cfg.threads):
+        for step in MAMMO_FOOLED_STEPS: step(st)
+    return mammo_headline(st)
+
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #fd3f3662
+def seeds_mammo(st: MammoStudy, # A study after `measure_fooled` (its own seed is reused, not re-run)
+                path: str|Path|None=None, # mini-MIAS location; None = `find('mias')`
+               ) -> None:
+    "The headline for seeds `st.seed ... st.seed + n_seeds - 1`, and the mean and t-interval over seeds of each rate."
+    import pandas as pd
+    seeds = [st.seed + k for k in range(st.cfg.n_seeds)]
+    with timed(st.timings, 'other_seeds'):
+        others = [seed_headline_mammo(st.cfg, s, path) for s in progress(seeds[1:], desc='seeds')]
+    st.seeds = pd.DataFrame([mammo_headline(st)] + others)
+    for col in st.seeds.columns:
+        if col.split('_', 1)[0] in VARIANTS and not col.endswith('_counts'):
+            st.metrics[f'seeds_{col}'] = list(mean_ci(st.seeds[col].dropna()))  # (mean, low, high); one seed gives (v, v, v)
+    st.metrics['seeds'] = st.seeds.to_dict('records')
+
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #4f09704c
+def plot_seeds(seeds: 'pd.DataFrame', # `MammoStudy.seeds`
+              ):
+    "Fooled overall per seed and variant, with the mean over seeds, its t-interval, and the paper's rate."
+    import matplotlib.pyplot as plt
+    with style():
+        fig, ax = plt.subplots(figsize=(6.5, 3.2))
+        for j, v in enumerate(VARIANTS):
+            col = f'{v}_fooled_overall'
+            if col not in seeds: continue
+            vals = 100 * seeds[col].to_numpy(float); m, lo, hi = mean_ci(seeds[col].dropna())
+            ax.scatter(np.full(len(vals), j) + np.linspace(-0.12, 0.12, len(vals)), vals, color=run_color(v), zorder=3,
+                       label=f'{v}: one point per seed')
+            ax.errorbar(j + 0.3, 100 * m, yerr=[[100 * (m - max(lo, 0))], [100 * (min(hi, 1) - m)]], fmt='D', capsize=4,
+                        color=run_color(v))
+        ax.axhline(PAPER['fooled_overall_pct'], ls='--', color='k', lw=1, label='paper (one run, 251/363)')
+        ax.set_xticks(range(len(VARIANTS)), [f"{v} losses" for v in VARIANTS]); ax.set_xlim(-0.5, len(VARIANTS) - 0.3)
+        percent_axis(ax, limits=(0, 100)); ax.set_ylabel('fooled overall'); ax.legend(fontsize=7, loc='upper left')
+        ax.set_title('fooled, per seed (dots) and mean over seeds with 95% t-interval (diamond)', fontsize=9)
+    return fig
+
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #063d4252
 def _p(v): return None if v is None else percent(v, 1)
 
@@ -964,6 +1030,15 @@ def results_table(st: MammoStudy) -> list[dict]:
             row(f'C2ST AUC insert (%) [{v}]', None, _p(M[f'{v}_insert_c2st_auc']), 'real vs generated lesion patches; 50 = indistinguishable', ci(f'{v}_insert_c2st_auc_ci')),
             row(f'C2ST AUC remove (%) [{v}]', None, _p(M[f'{v}_remove_c2st_auc']), 'real vs generated normal patches', ci(f'{v}_remove_c2st_auc_ci')),
         ]
+    S = st.seeds
+    if S is not None and len(S) > 1:
+        for v in VARIANTS:
+            if f'seeds_{v}_fooled_overall' not in M: continue
+            m, lo, hi = M[f'seeds_{v}_fooled_overall']
+            per = ', '.join(f'{c}' for c in S[f'{v}_fooled_overall_counts'])
+            rows.append(row(f'fooled overall, mean over {len(S)} seeds (%) [{v}]', PAPER['fooled_overall_pct'], _p(m),
+                            f"seeds {int(S.seed.min())}-{int(S.seed.max())}: {per}; 95% t-interval over seeds (clipped to 0-100)",
+                            [_p(max(lo, 0.)), _p(min(hi, 1.))]))
     rows.append(row('fakes identified by readers (%)', '29-71', None, 'five radiologists in the paper; take the quiz above (SpotTheFake)'))
     return rows
 
@@ -980,12 +1055,14 @@ def mammo_results(st: MammoStudy) -> Results:
                    timings=dict(st.timings), table=results_table(st), seed=st.seed)
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #beda25bb
+MAMMO_STEPS = (train_classifiers, train_gans, measure_fooled, measure_fidelity, seeds_mammo) # the page's order
+
 @register_study('mammo-gan', 'Lesion-inserting and -removing GANs on mini-MIAS (Zhou et al., Nature Communications 2021)', paper=PAPER)
 def run_mammo_gan(profile: str|None=None, # Profile; None reads the environment
                   seed: int=0, # Seed
                  ) -> Results:
-    "Run the whole chapter: data, both classifiers, four GANs, fooled counts, fidelity; return the record."
+    "Run the whole chapter: data, both classifiers, four GANs, fooled counts, fidelity, the other seeds; return the record."
     st = mammo_setup(profile, seed)
     with torch_threads(st.cfg.threads):
-        for step in (train_classifiers, train_gans, measure_fooled, measure_fidelity): step(st)
+        for step in MAMMO_STEPS: step(st)
         return mammo_results(st)

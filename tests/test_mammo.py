@@ -165,3 +165,29 @@ def test_reproduce_quick_cli(tmp_path, monkeypatch, capsys):
     assert all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} for r in d['table'])
     assert rows['fooled overall (%) [faithful]']['paper'] == 69.15
     assert 'mammo-gan' in capsys.readouterr().out
+
+
+def test_seeds_repeat_the_pipeline(tmp_path, monkeypatch):
+    "Each extra seed re-runs the steps up to the fooled counts; the study's own seed is reused, and the summary is the t-interval of the rows."
+    import dataclasses
+    from robustml.stats import mean_ci
+    monkeypatch.delenv('ROBUSTML_DATA', raising=False); monkeypatch.setenv('ROBUSTML_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setenv('ROBUSTML_OFFLINE', '1'); monkeypatch.setenv('ROBUSTML_PROGRESS', '0')
+    cfg = dataclasses.replace(mammo.mammo_config('quick'), n_seeds=2)
+    st = mammo.mammo_setup(cfg, 0)
+    for step in mammo.MAMMO_STEPS: step(st)
+    S = st.seeds
+    assert list(S.seed) == [0, 1]
+    assert S.iloc[0].to_dict() == mammo.mammo_headline(st)             # its own run, not a re-run
+    assert S.iloc[1].to_dict() == mammo.seed_headline_mammo(cfg, 1)    # one seed, the same numbers twice
+    for v in mammo.VARIANTS:
+        m, lo, hi = st.metrics[f'seeds_{v}_fooled_overall']
+        assert (m, lo, hi) == mean_ci(S[f'{v}_fooled_overall']) and lo <= m <= hi
+        k, n = (int(a) for a in S[f'{v}_fooled_overall_counts'][0].split('/'))
+        assert [k, n] == list(st.metrics[f'{v}_fooled_overall'])
+    rows = {r['quantity']: r for r in mammo.results_table(st)}
+    row = rows['fooled overall, mean over 2 seeds (%) [faithful]']
+    assert row['paper'] == mammo.PAPER['fooled_overall_pct'] and row['ci'][0] <= row['ours'] <= row['ci'][1]
+    one = mammo.mammo_setup(mammo.mammo_config('quick'), 0)   # n_seeds=1: no re-run, no row over seeds
+    for step in mammo.MAMMO_STEPS: step(one)
+    assert len(one.seeds) == 1 and not any('seeds' in r['quantity'] for r in mammo.results_table(one))
