@@ -21,7 +21,7 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold, train_test_spli
 from .core import (DataInfo, Results, by_profile, get_profile, omp_threads, parallel_map, set_seed, timed,
                            torch_threads)
 from .datasets import use_real
-from .datasets.expression import load_golub, load_tcga_breast, synthetic_expression
+from .datasets.expression import load_golub, load_pancan, load_tcga_breast, synthetic_expression
 from .plots import bars, legend, line, percent_axis, run_color, style
 from .stats import mean_ci, nadeau_bengio_ci, percent, wilson_ci
 from .studies import register_study
@@ -29,11 +29,11 @@ from .training import fit as fit_torch, predict as predict_torch
 
 # %% auto #0
 __all__ = ['MODELS', 'VARIANTS', 'PAPER', 'FimbaConfig', 'fimba_config', 'GeneData', 'golub_gene_names', 'golub_data',
-           'tcga_data', 'synthetic_data', 'load_fimba_data', 'FimbaStudy', 'fimba_setup', 'GenePrep', 'split_indices',
-           'prepare_split', 'selection_bias', 'summarise_bias', 'plot_selection_bias', 'fimba_bias', 'grid_shape',
-           'GeneCNN', 'gene_mlp', 'TorchClassifier', 'make_model', 'train_models', 'tree_shap', 'gradient_shap',
-           'importance', 'ranking', 'top_genes', 'plot_top_genes', 'fimba_attack', 'oof_predictions', 'attack_pools',
-           'attack_variant', 'attack_metrics', 'k_grid', 'time_attack', 'nn_distance_ratio', 'c2st_auc',
+           'tcga_data', 'pancan_data', 'synthetic_data', 'load_fimba_data', 'FimbaStudy', 'fimba_setup', 'GenePrep',
+           'split_indices', 'prepare_split', 'selection_bias', 'summarise_bias', 'plot_selection_bias', 'fimba_bias',
+           'grid_shape', 'GeneCNN', 'gene_mlp', 'TorchClassifier', 'make_model', 'train_models', 'tree_shap',
+           'gradient_shap', 'importance', 'ranking', 'top_genes', 'plot_top_genes', 'fimba_attack', 'oof_predictions',
+           'attack_pools', 'attack_variant', 'attack_metrics', 'k_grid', 'time_attack', 'nn_distance_ratio', 'c2st_auc',
            'pca_residual_scores', 'detection_auc', 'spectra', 'attack_split', 'attack_sweep', 'rate_ci',
            'summarise_attack', 'fimba_attacks', 'clean_table', 'perm_test', 'ranking_overlap', 'plot_attack_sweep',
            'plot_flips', 'at_k', 'plot_distance', 'plot_spectra', 'kl_normal', 'kl_original', 'GeneVAE', 'train_vae',
@@ -45,7 +45,7 @@ __all__ = ['MODELS', 'VARIANTS', 'PAPER', 'FimbaConfig', 'fimba_config', 'GeneDa
 class FimbaConfig:
     "Every size and setting of one profile of the chapter."
     profile: str # 'quick', 'course' or 'paper'
-    datasets: tuple # Data sets to run: 'golub', 'tcga-breast', or 'synthetic' (the stand-in)
+    datasets: tuple # Data sets to run: 'golub', 'tcga-breast', 'pancan' (downloaded; paper), or 'synthetic' (the stand-in)
     n_genes: int # Top-variance genes kept, chosen inside each training fold (Golub; TCGA has 200)
     models: tuple = ('xgboost', 'forest', 'logreg', 'mlp', 'cnn') # Classifiers
     test_size: float = 0.33 # Test share of a split, as in the paper
@@ -70,6 +70,7 @@ class FimbaConfig:
     synthetic: dict = field(default_factory=dict) # Sizes of the stand-in (quick)
     threads: int = 1 # CPU threads for torch and XGBoost
     n_jobs: int|None = None # joblib workers for the sweeps (None: joblib's active setting, 1 when none is set)
+    pancan_positive: str = 'BRCA' # Pan-Cancer task: this tumour type (1) against the other four (0)
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #7824bab4
 def fimba_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
@@ -82,7 +83,7 @@ def fimba_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = 
                    poison_seeds=3, kl_seeds=1, synthetic=dict(n_train=40, n_test=30, n_features=400, n_informative=20, shift=1.0)),
         course=dict(datasets=('golub', 'tcga-breast'), n_genes=1000, n_splits=8, n_k=12, trees=100, epochs=100,
                     cv_repeats=10, vae_epochs=400, poison_seeds=20),
-        paper=dict(datasets=('golub', 'tcga-breast'), n_genes=2881, n_splits=20, n_k=16, trees=200, epochs=200,
+        paper=dict(datasets=('golub', 'tcga-breast', 'pancan'), n_genes=2881, n_splits=20, n_k=16, trees=200, epochs=200,
                    shap_samples=50, n_perm=5, cv_repeats=50, vae_epochs=800, poison_seeds=50, kl_seeds=10, threads=4),
         profile=profile)
     return FimbaConfig(profile=profile, **kw)
@@ -124,6 +125,15 @@ def tcga_data() -> GeneData:
     genes = list(e.X_train.columns)
     return GeneData('tcga-breast', X, y, genes, genes, ('rest', 'Basal'))
 
+def pancan_data(positive: str='BRCA', # The tumour type of the positive class (one of `PANCAN_CLASSES`)
+               ) -> GeneData:
+    "UCI's TCGA Pan-Cancer, 801 tumours x 20,531 genes (RNA-seq, already log2-scaled): `positive` (1) vs the other four types (0)."
+    e = load_pancan()
+    if positive not in e.classes: raise ValueError(f"positive must be one of {e.classes}, got {positive!r}")
+    genes = list(e.X_train.columns)
+    return GeneData('pancan', e.X_train.to_numpy(), (e.y_train == e.classes.index(positive)).astype(np.int64), genes, genes,
+                    ('rest', positive))
+
 def synthetic_data(seed: int=0, **sizes) -> GeneData:
     "The labelled expression stand-in of `robustml.datasets.expression`, pooled."
     e = synthetic_expression(seed=seed, **sizes)
@@ -135,14 +145,14 @@ def synthetic_data(seed: int=0, **sizes) -> GeneData:
 def load_fimba_data(cfg: FimbaConfig, # The chapter's config
                     seed: int=0, # Seed of the stand-in
                    ) -> tuple[dict, DataInfo]: # ({name: GeneData}, where it came from)
-    "The chapter's data sets: Golub and TCGA-breast when `cfg.datasets` names them, the synthetic stand-in under quick."
+    "The chapter's data sets as `cfg.datasets` names them: Golub, TCGA-breast, Pan-Cancer (paper), or the synthetic stand-in (quick)."
     data = {}
     for name in cfg.datasets:
         if name == 'synthetic': data[name] = synthetic_data(seed, **cfg.synthetic)
-        elif name in ('golub', 'tcga-breast'):
+        elif name in ('golub', 'tcga-breast', 'pancan'):
             use_real(name, cfg.profile)  # raises DataUnavailable, with what to do, when the data cannot be found
-            data[name] = golub_data() if name == 'golub' else tcga_data()
-        else: raise ValueError(f"unknown data set {name!r}: choose 'golub', 'tcga-breast' or 'synthetic'")
+            data[name] = {'golub': golub_data, 'tcga-breast': tcga_data, 'pancan': lambda: pancan_data(cfg.pancan_positive)}[name]()
+        else: raise ValueError(f"unknown data set {name!r}: choose 'golub', 'tcga-breast', 'pancan' or 'synthetic'")
     source = 'synthetic' if all(d.source == 'synthetic' for d in data.values()) else 'real'
     sizes = {f'{n} samples': len(d.y) for n, d in data.items()} | {f'{n} genes': d.X.shape[1] for n, d in data.items()}
     notes = '; '.join(f'{n}: {d.classes[1]} {int(d.y.sum())} vs {d.classes[0]} {int((1 - d.y).sum())}' for n, d in data.items())

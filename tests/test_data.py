@@ -520,3 +520,42 @@ def test_checksums_ship_as_package_data():
     text = resources.files('robustml.datasets').joinpath('SHA256SUMS').read_text()
     assert len(text.splitlines()) == len(D._SUMS) > 900
     assert D._SUMS['imbalanced/mammography.csv'] == D.get_dataset('mammography').forms[0].sha256
+
+
+# ---------------------------------------------------------------- TCGA Pan-Cancer (UCI), not kept here: fixtures only
+
+def _pancan_archive(n=6, classes=('PRAD', 'LUAD', 'BRCA', 'KIRC', 'COAD', 'BRCA'), label_ids=None) -> bytes:
+    "A tar.gz laid out like UCI's TCGA-PANCAN-HiSeq-801x20531.tar.gz, with `n` samples and 3 genes."
+    ids = [f'sample_{i}' for i in range(n)]
+    data = pd.DataFrame(np.arange(3. * n).reshape(n, 3), index=ids, columns=['gene_0', 'gene_1', 'gene_2']).to_csv()
+    labels = pd.DataFrame({'Class': list(classes)}, index=label_ids or ids).to_csv()
+    top = 'TCGA-PANCAN-HiSeq-801x20531/'
+    return tar_bytes({top + 'data.csv': data.encode(), top + 'labels.csv': labels.encode()})
+
+
+def test_pancan_fetch_verify_load(data_env, http_server, monkeypatch):
+    "The registered archive is downloaded into the cache, verified by its SHA-256, parsed once and cached; a corrupted copy is refused."
+    monkeypatch.delenv('ROBUSTML_OFFLINE')
+    routes, base = http_server
+    payload = _pancan_archive(); routes['/p.tar.gz'] = payload
+    form = dataclasses.replace(D.DATASETS['pancan'].forms[0], url=f'{base}/p.tar.gz', sha256=sha(payload))
+    monkeypatch.setitem(D.DATASETS, 'pancan', dataclasses.replace(D.DATASETS['pancan'], forms=(form, *D.DATASETS['pancan'].forms[1:])))
+    e = expression.load_pancan()
+    assert (data_env/'pancan'/'TCGA-PANCAN-HiSeq-801x20531.tar.gz').read_bytes() == payload
+    assert e.X_train.shape == (6, 3) and e.X_test is None and e.classes == expression.PANCAN_CLASSES
+    assert e.y_train.tolist() == [4, 3, 0, 2, 1, 0] and e.X_train.loc['sample_1', 'gene_2'] == 5.
+    again = expression.load_pancan()   # from the array cache
+    assert again.X_train.equals(e.X_train) and (again.y_train == e.y_train).all()
+    (data_env/'pancan'/'TCGA-PANCAN-HiSeq-801x20531.tar.gz').write_bytes(_pancan_archive(classes=('BRCA',) * 6))
+    with pytest.raises(ChecksumError, match='published checksum'): expression.load_pancan()
+
+
+def test_pancan_bad_tables_and_absent(data_env, tmp_path):
+    bad = tmp_path/'mismatch.tar.gz'
+    bad.write_bytes(_pancan_archive(label_ids=[f'sample_{i}' for i in range(6)][::-1]))
+    with pytest.raises(ValueError, match='different samples'): expression.load_pancan(bad, cache=False)
+    unknown = tmp_path/'unknown.tar.gz'; unknown.write_bytes(_pancan_archive(classes=('BRCA',) * 5 + ('GBM',)))
+    with pytest.raises(ValueError, match="unknown tumour types \\['GBM'\\]"): expression.load_pancan(unknown, cache=False)
+    with pytest.raises(DataUnavailable) as ei: expression.load_pancan()
+    msg = str(ei.value)
+    assert 'archive.ics.uci.edu' in msg and 'robustml data fetch pancan' in msg and 'ROBUSTML_OFFLINE' in msg

@@ -186,3 +186,26 @@ def test_cli_reproduce_quick(tmp_path):
     rec = json.loads((tmp_path / 'fimba.json').read_text())
     assert rec['study'] == 'fimba' and rec['profile'] == 'quick' and rec['data']['source'] == 'synthetic'
     assert {'quantity', 'paper', 'ours', 'ci', 'note'} <= set(rec['table'][0])
+
+
+def test_pancan_task_from_the_registered_archive(tmp_path, monkeypatch):
+    "The paper profile's Pan-Cancer task: BRCA (1) against the other four tumour types (0), read from ROBUSTML_DATA."
+    import dataclasses, io, tarfile
+    import pandas as pd
+    from robustml import datasets as D
+    ids = [f'sample_{i}' for i in range(5)]
+    files = {'data.csv': pd.DataFrame(np.arange(10.).reshape(5, 2), index=ids, columns=['gene_0', 'gene_1']).to_csv(),
+             'labels.csv': pd.DataFrame({'Class': ['BRCA', 'LUAD', 'BRCA', 'PRAD', 'KIRC']}, index=ids).to_csv()}
+    (tmp_path/'pancan').mkdir()
+    with tarfile.open(tmp_path/'pancan'/'TCGA-PANCAN-HiSeq-801x20531.tar.gz', 'w:gz') as tf:
+        for name, text in files.items():
+            b = text.encode(); ti = tarfile.TarInfo(f'TCGA-PANCAN-HiSeq-801x20531/{name}'); ti.size = len(b); tf.addfile(ti, io.BytesIO(b))
+    monkeypatch.setenv('ROBUSTML_DATA', str(tmp_path)); monkeypatch.setenv('ROBUSTML_CACHE', str(tmp_path/'cache'))
+    monkeypatch.setenv('ROBUSTML_OFFLINE', '1')
+    form = dataclasses.replace(D.DATASETS['pancan'].forms[0], sha256=D.file_hash(tmp_path/'pancan'/'TCGA-PANCAN-HiSeq-801x20531.tar.gz'))
+    monkeypatch.setitem(D.DATASETS, 'pancan', dataclasses.replace(D.DATASETS['pancan'], forms=(form,)))
+    cfg = dataclasses.replace(F.fimba_config('quick'), datasets=('pancan',))
+    data, info = F.load_fimba_data(cfg)
+    g = data['pancan']
+    assert g.X.shape == (5, 2) and g.y.tolist() == [1, 0, 1, 0, 0] and g.classes == ('rest', 'BRCA') and info.source == 'real'
+    with pytest.raises(ValueError, match="positive must be one of"): F.pancan_data('GBM')

@@ -137,6 +137,15 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
             forms=(Form('tcga-breast', 'tcga-csv', marker='train_mrna.csv', sha256=_under('tcga-breast')),),
             manual="Export mixOmics' `data(breast.TCGA)` from R as CSVs (sample, subtype, features) named "
                    "{train,test}_{mrna,mirna}.csv and train_protein.csv into $ROBUSTML_DATA/tcga-breast/."),
+    Dataset('pancan', 'TCGA Pan-Cancer RNA-seq (UCI "gene expression cancer RNA-Seq"): 801 tumours x 20,531 genes; BRCA / COAD / KIRC / LUAD / PRAD',
+            'https://archive.ics.uci.edu/dataset/401/gene+expression+cancer+rna+seq', 'CC BY 4.0 (UCI Machine Learning Repository)',
+            'Weinstein, J. N. et al. (2013). The Cancer Genome Atlas Pan-Cancer analysis project. Nature Genetics 45, 1113-1120; '
+            'Fiorini, S. (2016). gene expression cancer RNA-Seq. UCI Machine Learning Repository.',
+            forms=(Form('pancan/TCGA-PANCAN-HiSeq-801x20531.tar.gz', 'pancan-archive',
+                        sha256='e6ea3628f9656efa2d7cf382bf5a403e2cc214df3d90312b1928f5650b43a559',
+                        url='https://archive.ics.uci.edu/ml/machine-learning-databases/00401/TCGA-PANCAN-HiSeq-801x20531.tar.gz',
+                        check=_check_tar(r'labels\.csv$')),
+                   Form('pancan/TCGA-PANCAN-HiSeq-801x20531', 'pancan-folder', marker='labels.csv'))),
     Dataset('mammography', 'Woods mammography micro-calcifications: 11,183 rows, 6 features, 260 positives (2.32%)',
             'https://imbalanced-learn.org/stable/datasets/index.html', 'Public benchmark data',
             'Woods, K. S. et al. (1993). Comparative Evaluation of Pattern Recognition Techniques for Detection of '

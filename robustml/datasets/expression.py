@@ -16,7 +16,7 @@ from . import (ChecksumError, DataUnavailable, _checked, _fingerprint, _read_arc
                                file_hash, find, get_dataset, have, use_real)
 
 # %% auto #0
-__all__ = ['TCGA_OMICS', 'Expression', 'load_golub', 'load_tcga_breast', 'synthetic_expression']
+__all__ = ['TCGA_OMICS', 'PANCAN_CLASSES', 'Expression', 'load_golub', 'load_tcga_breast', 'load_pancan', 'synthetic_expression']
 
 # %% ../../nbs/foundations/03d_expression.ipynb #af636991
 @dataclass
@@ -88,6 +88,52 @@ def load_tcga_breast(omics: str|Sequence[str]='mrna', # Any of 'mrna' (200 genes
     Xtr, ytr = part('train'); Xte, yte = part('test')
     if Xtr is None: raise ValueError(f"{path}: missing train CSVs for {omics}")
     return Expression(Xtr, ytr, Xte, yte, classes, 'tcga-breast')
+
+# %% ../../nbs/foundations/03d_expression.ipynb #8ddc7427
+PANCAN_CLASSES = ('BRCA', 'COAD', 'KIRC', 'LUAD', 'PRAD') # the five tumour types, in label order
+
+def _pancan_tables(path: Path) -> tuple['pd.DataFrame', 'pd.DataFrame']:
+    "(`data.csv`, `labels.csv`) of the UCI Pan-Cancer set, from its tar(.gz) archive or its unpacked folder."
+    import pandas as pd
+    if path.is_dir():
+        missing = [n for n in ('data.csv', 'labels.csv') if not (path/n).is_file()]
+        if missing: raise ValueError(f"{path}: missing {', '.join(missing)} (is it TCGA-PANCAN-HiSeq-801x20531?)")
+        return pd.read_csv(path/'data.csv'), pd.read_csv(path/'labels.csv')
+    raw, members = _read_archive(path)
+    def member(name):
+        hit = [n for n in members if n.rsplit('/', 1)[-1] == name]
+        if len(hit) != 1: raise ValueError(f"{path}: {len(hit)} members named {name} (expected one)")
+        o, s = members[hit[0]]; return pd.read_csv(io.BytesIO(raw[o:o + s]))
+    return member('data.csv'), member('labels.csv')
+
+# %% ../../nbs/foundations/03d_expression.ipynb #09236084
+def _pancan_arrays(data: 'pd.DataFrame', labels: 'pd.DataFrame', where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "Check the two tables against each other: (X float64, y int64, sample ids, gene ids)."
+    ids, lab_ids = (np.asarray(t.iloc[:, 0].astype(str), dtype=str) for t in (data, labels))  # fixed-width: cacheable without pickle
+    if len(ids) != len(lab_ids) or (ids != lab_ids).any(): raise ValueError(f"{where}: data.csv and labels.csv list different samples")
+    cls = labels.iloc[:, 1].astype(str).str.strip()
+    bad = sorted(set(cls) - set(PANCAN_CLASSES))
+    if bad: raise ValueError(f"{where}: unknown tumour types {bad}; expected {PANCAN_CLASSES}")
+    try: X = data.iloc[:, 1:].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as e: raise ValueError(f"{where}: data.csv has non-numeric values ({e})") from e
+    if not np.isfinite(X).all(): raise ValueError(f"{where}: data.csv has missing or non-finite values")
+    y = np.array([PANCAN_CLASSES.index(c) for c in cls], np.int64)
+    return X, y, ids, np.asarray(data.columns[1:], dtype=str)
+
+# %% ../../nbs/foundations/03d_expression.ipynb #1774f077
+def load_pancan(path: str|Path|None=None, # The archive or its unpacked folder; default: `find('pancan')` (downloads it)
+                cache: bool=True, # Cache the parsed arrays (keyed by the source's fingerprint)
+               ) -> Expression: # X_train (801, 20531), no test part; classes `PANCAN_CLASSES`
+    "UCI's TCGA Pan-Cancer RNA-seq: 801 tumours x 20,531 genes, five tumour types. A found archive is checked against its SHA-256."
+    import pandas as pd
+    explicit = path is not None
+    path = Path(path) if explicit else find('pancan')
+    if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
+    def make():
+        if not explicit: _checked('pancan', path)
+        return _pancan_arrays(*_pancan_tables(path), str(path))
+    X, y, ids, genes = cached_arrays(f'pancan-{_fingerprint(path)[:20]}', ('X', 'y', 'samples', 'genes'), make, cache)
+    return Expression(pd.DataFrame(X, index=ids, columns=genes), y, None, None, PANCAN_CLASSES, 'pancan')
 
 # %% ../../nbs/foundations/03d_expression.ipynb #f981b032
 def synthetic_expression(n_train: int=38, # Training samples
