@@ -7,6 +7,7 @@ from __future__ import annotations
 import math, time, warnings
 from dataclasses import dataclass, field, asdict
 from functools import partial
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedKFold, train_test_split
 
-from .core import (DataInfo, Results, by_profile, get_profile, omp_threads, parallel_map, set_seed, timed,
+from .core import (DataInfo, Results, by_profile, get_profile, omp_threads, parallel_map, progress, set_seed, timed,
                            torch_threads)
 from .datasets import use_real
 from .datasets.expression import load_golub, load_pancan, load_tcga_breast, synthetic_expression
@@ -28,17 +29,19 @@ from .studies import register_study
 from .training import fit as fit_torch, predict as predict_torch
 
 # %% auto #0
-__all__ = ['MODELS', 'VARIANTS', 'PAPER', 'FimbaConfig', 'fimba_config', 'GeneData', 'golub_gene_names', 'golub_data',
-           'tcga_data', 'pancan_data', 'synthetic_data', 'load_fimba_data', 'FimbaStudy', 'fimba_setup', 'GenePrep',
-           'split_indices', 'prepare_split', 'selection_bias', 'summarise_bias', 'plot_selection_bias', 'fimba_bias',
-           'grid_shape', 'GeneCNN', 'gene_mlp', 'TorchClassifier', 'make_model', 'train_models', 'tree_shap',
-           'gradient_shap', 'importance', 'ranking', 'top_genes', 'plot_top_genes', 'fimba_attack', 'oof_predictions',
-           'attack_pools', 'attack_variant', 'attack_metrics', 'k_grid', 'time_attack', 'nn_distance_ratio', 'c2st_auc',
+__all__ = ['MODELS', 'VARIANTS', 'SUBTYPE_VARIANTS', 'PAPER', 'FIMBA_STEPS', 'FimbaConfig', 'fimba_config', 'GeneData',
+           'golub_gene_names', 'golub_data', 'tcga_data', 'pancan_data', 'synthetic_data', 'load_fimba_data',
+           'FimbaStudy', 'fimba_setup', 'GenePrep', 'split_indices', 'prepare_split', 'selection_bias',
+           'summarise_bias', 'plot_selection_bias', 'fimba_bias', 'grid_shape', 'GeneCNN', 'gene_mlp',
+           'TorchClassifier', 'make_model', 'train_models', 'tree_shap', 'gradient_shap', 'importance', 'ranking',
+           'top_genes', 'plot_top_genes', 'fimba_attack_classes', 'fimba_attack', 'oof_predictions', 'attack_pools',
+           'attack_variant', 'attack_metrics', 'k_grid', 'time_attack', 'nn_distance_ratio', 'c2st_auc',
            'pca_residual_scores', 'detection_auc', 'spectra', 'attack_split', 'attack_sweep', 'rate_ci',
            'summarise_attack', 'fimba_attacks', 'clean_table', 'perm_test', 'ranking_overlap', 'plot_attack_sweep',
            'plot_flips', 'at_k', 'plot_distance', 'plot_spectra', 'kl_normal', 'kl_original', 'GeneVAE', 'train_vae',
            'latent_variance', 'vae_kl_demo', 'spectral_scores', 'spectral_filter', 'poison_trial', 'poison_sweep',
-           'fimba_poison', 'summarise_poison', 'plot_poison', 'results_table', 'fimba_results', 'run_fimba']
+           'fimba_poison', 'summarise_poison', 'plot_poison', 'class_pools', 'subtype_data', 'subtype_split',
+           'fimba_subtypes', 'summarise_subtypes', 'plot_subtypes', 'results_table', 'fimba_results', 'run_fimba']
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #4c3953f3
 @dataclass
@@ -170,6 +173,7 @@ class FimbaStudy:
     attack: dict = field(default_factory=dict) # frames of attack_sweep
     vae_kl: pd.DataFrame|None = None
     poison: pd.DataFrame|None = None
+    subtypes: pd.DataFrame|None = None # the three-class extension (`fimba_subtypes`)
     timings: dict = field(default_factory=dict)
 
 def fimba_setup(cfg: FimbaConfig, seed: int=0) -> FimbaStudy:
@@ -433,6 +437,43 @@ def plot_top_genes(tables: dict, # {title: output of `top_genes`}
     return fig
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #ec96ccf3
+def fimba_attack_classes(X: np.ndarray, # Samples to attack, n x p (never modified)
+                         y: np.ndarray, # Their classes, 0 ... C-1 (which pool each row uses)
+                         ranking: np.ndarray, # Gene columns by decreasing importance
+                         k: int, # How many of the top genes to move (0 ... p)
+                         pools: Sequence, # C arrays: targets for rows of each class (m_c x p; may be empty or None)
+                         frac: float=8 / 9, # Fraction of the way toward the target
+                        ) -> np.ndarray: # The attacked copy of X
+    "Move genes `ranking[:k]` of each row `frac` of the way toward its nearest row (Euclidean, all columns) of its class's pool."
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2: raise ValueError(f"X must be 2-D (samples x genes), got shape {X.shape}")
+    n, p = X.shape
+    y = np.asarray(y).ravel()
+    if y.shape != (n,): raise ValueError(f"y must have one label per row of X: {y.shape[0]} labels for {n} rows")
+    if not np.isin(y, np.arange(len(pools))).all(): raise ValueError(f"y must hold class indices 0 ... {len(pools) - 1} (one pool per class)")
+    ranking = np.asarray(ranking)
+    if ranking.ndim != 1 or not np.issubdtype(ranking.dtype, np.integer) or (ranking.size and (ranking.min() < 0 or ranking.max() >= p)):
+        raise ValueError(f"ranking must be a 1-D array of column indices in [0, {p})")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    if k > min(p, ranking.size): raise ValueError(f"k = {k} exceeds the {min(p, ranking.size)} ranked columns of X")
+    checked = []
+    for c, pool in enumerate(pools):
+        pool = np.empty((0, p)) if pool is None else np.asarray(pool, dtype=np.float64)
+        if pool.size == 0: pool = pool.reshape(0, p)
+        if pool.ndim != 2 or pool.shape[1] != p: raise ValueError(f"the pool of class {c} must have {p} columns like X, got shape {pool.shape}")
+        checked.append(pool)
+    out = X.copy()
+    if k == 0: return out
+    cols = ranking[:k]
+    for cls, pool in enumerate(checked):
+        rows = np.flatnonzero(y == cls)
+        if rows.size == 0 or len(pool) == 0: continue
+        target = pool[cdist(X[rows], pool, 'sqeuclidean').argmin(1)]
+        out[np.ix_(rows, cols)] += frac * (target[:, cols] - X[np.ix_(rows, cols)])
+    return out
+
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #75f2ad75
 def fimba_attack(X: np.ndarray, # Samples to attack, n x p (never modified)
                  y: np.ndarray, # Their classes, 0 or 1 (which pool each row uses)
                  ranking: np.ndarray, # Gene columns by decreasing importance
@@ -441,34 +482,10 @@ def fimba_attack(X: np.ndarray, # Samples to attack, n x p (never modified)
                  pool_pos: np.ndarray, # Targets for rows with y == 1 (m1 x p; may be empty)
                  frac: float=8 / 9, # Fraction of the way toward the target
                 ) -> np.ndarray: # The attacked copy of X
-    "Move genes `ranking[:k]` of each row `frac` of the way toward its nearest row (Euclidean, all columns) of its class's pool."
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2: raise ValueError(f"X must be 2-D (samples x genes), got shape {X.shape}")
-    n, p = X.shape
-    y = np.asarray(y).ravel()
-    if y.shape != (n,): raise ValueError(f"y must have one label per row of X: {y.shape[0]} labels for {n} rows")
-    if not np.isin(y, (0, 1)).all(): raise ValueError("y must hold only 0 and 1")
-    ranking = np.asarray(ranking)
-    if ranking.ndim != 1 or not np.issubdtype(ranking.dtype, np.integer) or (ranking.size and (ranking.min() < 0 or ranking.max() >= p)):
-        raise ValueError(f"ranking must be a 1-D array of column indices in [0, {p})")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k!r}")
-    if k > min(p, ranking.size): raise ValueError(f"k = {k} exceeds the {min(p, ranking.size)} ranked columns of X")
-    pools = []
-    for name, pool in (('pool_neg', pool_neg), ('pool_pos', pool_pos)):
-        pool = np.empty((0, p)) if pool is None else np.asarray(pool, dtype=np.float64)
-        if pool.size == 0: pool = pool.reshape(0, p)
-        if pool.ndim != 2 or pool.shape[1] != p: raise ValueError(f"{name} must have {p} columns like X, got shape {pool.shape}")
-        pools.append(pool)
-    out = X.copy()
-    if k == 0: return out
-    cols = ranking[:k]
-    for cls, pool in enumerate(pools):
-        rows = np.flatnonzero(y == cls)
-        if rows.size == 0 or len(pool) == 0: continue
-        target = pool[cdist(X[rows], pool, 'sqeuclidean').argmin(1)]
-        out[np.ix_(rows, cols)] += frac * (target[:, cols] - X[np.ix_(rows, cols)])
-    return out
+    "The paper's two-class attack: negatives move toward `pool_neg` (false positives), positives toward `pool_pos` (false negatives)."
+    if not np.isin(np.asarray(y).ravel(), (0, 1)).all(): raise ValueError("y must hold only 0 and 1")
+    try: return fimba_attack_classes(X, y, ranking, k, (pool_neg, pool_pos), frac)
+    except ValueError as e: raise ValueError(str(e).replace('the pool of class 0', 'pool_neg').replace('the pool of class 1', 'pool_pos')) from None
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #f4324525
 def oof_predictions(kind: str, Xtr: np.ndarray, ytr: np.ndarray, # Model kind, training data
@@ -954,6 +971,88 @@ def plot_poison(ps: pd.DataFrame):
         fig.tight_layout()
     return fig
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #528df2f8
+def class_pools(Xtr: np.ndarray, ytr: np.ndarray, # Training data
+                oof: np.ndarray, # Out-of-fold predictions
+                n_classes: int, # Number of classes
+               ) -> dict:
+    "Per class c: the rows of class c the model misclassifies out of fold (fallback: the rows of every other class)."
+    errors = [Xtr[(ytr == c) & (oof != c)] for c in range(n_classes)]
+    return dict(pools=[e if len(e) else Xtr[ytr != c] for c, e in enumerate(errors)], sizes=[len(e) for e in errors],
+                fallback=[not len(e) for e in errors])
+
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #5ba927ca
+def subtype_data(cfg: FimbaConfig, seed: int=0) -> GeneData:
+    "The three-class task: TCGA-breast Basal / Her2 / LumA when the chapter uses TCGA, else (quick) a labelled three-class stand-in."
+    if 'tcga-breast' in cfg.datasets:
+        e = load_tcga_breast('mrna')
+        genes = list(e.X_train.columns)
+        return GeneData('tcga-breast 3 subtypes', np.vstack([e.X_train.to_numpy(), e.X_test.to_numpy()]),
+                        np.r_[e.y_train, e.y_test].astype(np.int64), genes, genes, e.classes)
+    e = synthetic_expression(seed=seed, classes=('A', 'B', 'C'), **cfg.synthetic)
+    genes = list(e.X_train.columns)
+    return GeneData('synthetic 3 classes', np.vstack([e.X_train.to_numpy(), e.X_test.to_numpy()]),
+                    np.r_[e.y_train, e.y_test].astype(np.int64), genes, genes, e.classes, 'synthetic')
+
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #9bca434b
+SUBTYPE_VARIANTS = ('fimba', 'another class', 'random genes') # the attacks of the extension
+
+def subtype_split(d: GeneData, cfg: FimbaConfig, seed: int) -> pd.DataFrame:
+    "One split of the three-class task with XGBoost: every variant at every k; accuracy and flips among correctly classified rows."
+    tr, te = split_indices(d.y, seed, cfg.test_size)
+    Xtr, Xte, _ = prepare_split(d, tr, te, cfg.n_genes)
+    ytr, yte = d.y[tr], d.y[te]; C = len(d.classes)
+    p = Xtr.shape[1]; ks = k_grid(p, cfg.n_k, (cfg.k_report,)); rng = np.random.default_rng(seed + 1)
+    m = make_model('xgboost', cfg, seed).fit(Xtr, ytr)
+    rank = ranking(np.abs(tree_shap(m, Xtr)[..., :-1]).mean(axis=(0, 1)))   # (n, C, p + 1) contributions: mean |.| over rows and classes
+    pools = class_pools(Xtr, ytr, oof_predictions('xgboost', Xtr, ytr, cfg, seed), C)
+    others = [Xtr[ytr != c] for c in range(C)]
+    clean = m.predict(Xte); ok = clean == yte
+    rows = []
+    for variant in SUBTYPE_VARIANTS:
+        for k in ks:
+            r = rng.permutation(p) if variant == 'random genes' else rank
+            adv = m.predict(fimba_attack_classes(Xte, yte, r, int(k), others if variant == 'another class' else pools['pools'], cfg.frac))
+            rows.append(dict(dataset=d.name, split=seed, variant=variant, k=int(k), clean=float(ok.mean()), accuracy=float((adv == yte).mean()),
+                             correct=int(ok.sum()), flipped=int((ok & (adv != yte)).sum()),
+                             **{f'flip_{c}': int((ok & (yte == j) & (adv != yte)).sum()) for j, c in enumerate(d.classes)},
+                             **{f'ok_{c}': int((ok & (yte == j)).sum()) for j, c in enumerate(d.classes)},
+                             pool_sizes=tuple(pools['sizes'])))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #9cf273ea
+def fimba_subtypes(st: FimbaStudy) -> FimbaStudy:
+    "The three-class extension over `cfg.n_splits` splits (seed + j), XGBoost only."
+    with timed(st.timings, 'subtypes'), torch_threads(st.cfg.threads):
+        d = subtype_data(st.cfg, st.seed)
+        st.subtypes = pd.concat([subtype_split(d, st.cfg, st.seed + j) for j in progress(range(st.cfg.n_splits), desc='subtype splits')],
+                                ignore_index=True)
+    return st
+
+def summarise_subtypes(sub: pd.DataFrame) -> pd.DataFrame:
+    "Per (variant, k): accuracy and the flipped share of correctly classified rows, mean over splits with t intervals."
+    def agg(g):
+        r = {}
+        for c, v in (('accuracy', g.accuracy), ('flip_rate', g.flipped / g.correct.clip(lower=1)), ('clean', g.clean)):
+            r[c], r[c + '_lo'], r[c + '_hi'] = rate_ci(v)
+        return pd.Series(r | dict(flipped=int(g.flipped.sum()), correct=int(g.correct.sum()), splits=len(g)))
+    return sub.groupby(['variant', 'k'])[['accuracy', 'flipped', 'correct', 'clean']].apply(agg).reset_index()
+
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #538868cf
+def plot_subtypes(ss: pd.DataFrame, # Output of `summarise_subtypes`
+                  title: str=''):
+    "Accuracy against k for each variant of the three-class attack, with t-interval bands and the clean accuracy."
+    import matplotlib.pyplot as plt
+    with style():
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for v in SUBTYPE_VARIANTS:
+            g = ss[ss.variant == v]
+            line(ax, g.k, 100 * g.accuracy, v, lo=100 * g.accuracy_lo, hi=100 * g.accuracy_hi, marker='.')
+        ax.axhline(100 * ss.clean.iloc[0], ls='--', color='k', lw=1, label='clean')
+        ax.set_xscale('log'); ax.set_xlabel('k (genes moved)'); ax.set_ylabel('test accuracy')
+        percent_axis(ax, limits=(0, 100)); ax.legend(fontsize=8); ax.set_title(title, fontsize=9)
+    return fig
+
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #6ceab749
 PAPER = { # What the abstract claims (no numbers could be obtained; see STUDIES-notes part B)
     'attack': 'pronounced deterioration in model performance',
@@ -1018,6 +1117,15 @@ def results_table(st: FimbaStudy) -> list[dict]:
                          [percent(r.detector_auc_lo, 1), percent(r.detector_auc_hi, 1)], 'Tran et al. 2018 on scaled inputs'))
         rows.append(_row(f'{ds}: xgboost accuracy after the spectral defence at {hi_rate:.0%} (%)', None, percent(r.accuracy_defended, 1),
                          [percent(r.accuracy_defended_lo, 1), percent(r.accuracy_defended_hi, 1)], 'removing 1.5x the poison share per label'))
+    if st.subtypes is not None and len(st.subtypes):  # the three-class extension
+        ss, name = summarise_subtypes(st.subtypes), st.subtypes.dataset.iloc[0]
+        c = ss.iloc[0]
+        rows.append(_row(f'{name}: xgboost clean test accuracy (%)', None, percent(c.clean, 1), [percent(c.clean_lo, 1), percent(c.clean_hi, 1)],
+                         f'{cfg.n_splits} splits; extension: the paper is two-class'))
+        for v in SUBTYPE_VARIANTS:
+            r = ss[(ss.variant == v) & (ss.k == cfg.k_report)].iloc[0]
+            rows.append(_row(f'{name}: xgboost, {v}, k={cfg.k_report}: accuracy (%)', None, percent(r.accuracy, 1),
+                             [percent(r.accuracy_lo, 1), percent(r.accuracy_hi, 1)], f'{int(r.flipped)}/{int(r.correct)} correctly classified rows flipped'))
     return rows
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #a230e274
@@ -1031,6 +1139,8 @@ def fimba_results(st: FimbaStudy) -> Results:
                   timings=dict(st.timings), table=table, seed=st.seed)
     return res
 
+FIMBA_STEPS = (fimba_bias, fimba_attacks, fimba_poison, fimba_subtypes) # the page's order
+
 @register_study('fimba', 'FIMBA: feature-importance attacks, VAE poisoning and spectral detectors on gene expression', paper=PAPER)
 def run_fimba(profile: str|None=None, # quick, course or paper (default: the active profile)
               seed: int=0, # Master seed
@@ -1038,5 +1148,5 @@ def run_fimba(profile: str|None=None, # quick, course or paper (default: the act
     "Run chapter 4: selection bias, models, SHAP, the attack sweep, poisoning and the spectral defence."
     cfg = fimba_config(profile)
     st = fimba_setup(cfg, seed)
-    for step in (fimba_bias, fimba_attacks, fimba_poison): step(st)
+    for step in FIMBA_STEPS: step(st)
     return fimba_results(st)

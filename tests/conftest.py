@@ -5,6 +5,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run and every machine: a failure is then a property that does not
+# hold, never the luck of one draw (set HYPOTHESIS_PROFILE=explore to search with fresh random examples).
+settings.register_profile('robustml', derandomize=True, print_blob=True)
+settings.register_profile('explore', derandomize=False, max_examples=500)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'robustml'))
 
 _SHARED_CANDIDATES = [os.environ.get('ROBUSTML_DATA'), Path(__file__).resolve().parents[2]/'shared'/'data']
 

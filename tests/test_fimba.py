@@ -209,3 +209,40 @@ def test_pancan_task_from_the_registered_archive(tmp_path, monkeypatch):
     g = data['pancan']
     assert g.X.shape == (5, 2) and g.y.tolist() == [1, 0, 1, 0, 0] and g.classes == ('rest', 'BRCA') and info.source == 'real'
     with pytest.raises(ValueError, match="positive must be one of"): F.pancan_data('GBM')
+
+
+@pytest.mark.parametrize('k', [0, 2, 7])
+def test_three_class_attack_matches_the_contract_row_by_row(k):
+    "Each row of class c moves toward its nearest row of pools[c]; a class with an empty pool is left alone; X is untouched."
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(15, 7)); y = np.arange(15) % 3
+    pools = [rng.normal(size=(4, 7)), np.empty((0, 7)), rng.normal(size=(2, 7))]
+    rank = rng.permutation(7); X0 = X.copy()
+    out = F.fimba_attack_classes(X, y, rank, k, pools)
+    ref = X.copy()
+    for i in range(len(X)):
+        pool = pools[y[i]]
+        if len(pool) == 0 or k == 0: continue
+        a = pool[np.argmin(((pool - X[i]) ** 2).sum(1))]
+        for f in rank[:k]: ref[i, f] = X[i, f] + 8 / 9 * (a[f] - X[i, f])
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(out[y == 1], X[y == 1])
+    # two classes: the paper's attack is the same function
+    X2, y2, pn, pp = _data()
+    np.testing.assert_array_equal(F.fimba_attack(X2, y2, np.arange(7), min(k, 7), pn, pp),
+                                  F.fimba_attack_classes(X2, y2, np.arange(7), min(k, 7), [pn, pp]))
+
+
+def test_three_class_bad_input_and_pools():
+    X = np.zeros((4, 3)); y = np.array([0, 1, 2, 3])
+    with pytest.raises(ValueError, match='class indices 0 ... 2'): F.fimba_attack_classes(X, y, np.arange(3), 1, [X, X, X])
+    with pytest.raises(ValueError, match='pool of class 1 must have 3 columns'):
+        F.fimba_attack_classes(X, y % 3, np.arange(3), 1, [X, np.zeros((2, 2)), X])
+    with pytest.raises(ValueError, match='pool_pos must have 3 columns'): F.fimba_attack(X, y % 2, np.arange(3), 1, X, np.zeros((2, 2)))
+    Xtr = np.arange(12.).reshape(6, 2); ytr = np.array([0, 0, 1, 1, 2, 2]); oof = np.array([1, 0, 1, 1, 0, 1])
+    p = F.class_pools(Xtr, ytr, oof, 3)
+    np.testing.assert_array_equal(p['pools'][0], Xtr[[0]])          # class 0 rows the model calls something else
+    np.testing.assert_array_equal(p['pools'][1], Xtr[ytr != 1])     # none: the other classes are the fallback
+    np.testing.assert_array_equal(p['pools'][2], Xtr[[4, 5]])
+    assert p['sizes'] == [1, 0, 2] and p['fallback'] == [False, True, False]
