@@ -22,7 +22,7 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold, train_test_spli
 from .core import (DataInfo, Results, by_profile, get_profile, omp_threads, parallel_map, progress, set_seed, timed,
                            torch_threads)
 from .datasets import use_real
-from .datasets.expression import load_golub, load_pancan, load_tcga_breast, synthetic_expression
+from .datasets.expression import Expression, load_golub, load_pancan, load_tcga_breast, synthetic_expression
 from .plots import bars, legend, line, percent_axis, run_color, style
 from .stats import mean_ci, nadeau_bengio_ci, percent, wilson_ci
 from .studies import register_study
@@ -30,7 +30,7 @@ from .training import fit as fit_torch, predict as predict_torch
 
 # %% auto #0
 __all__ = ['MODELS', 'VARIANTS', 'SUBTYPE_VARIANTS', 'PAPER', 'FIMBA_STEPS', 'FimbaConfig', 'fimba_config', 'GeneData',
-           'golub_gene_names', 'golub_data', 'tcga_data', 'pancan_data', 'synthetic_data', 'load_fimba_data',
+           'golub_gene_names', 'golub_data', 'pooled', 'tcga_data', 'pancan_data', 'synthetic_data', 'load_fimba_data',
            'FimbaStudy', 'fimba_setup', 'GenePrep', 'split_indices', 'prepare_split', 'selection_bias',
            'summarise_bias', 'plot_selection_bias', 'fimba_bias', 'grid_shape', 'GeneCNN', 'gene_mlp',
            'TorchClassifier', 'make_model', 'train_models', 'tree_shap', 'gradient_shap', 'importance', 'ranking',
@@ -120,29 +120,32 @@ def golub_data() -> GeneData:
     return GeneData('golub', X, np.r_[e.y_train, e.y_test].astype(np.int64), genes, [names.get(g, g) for g in genes],
                     e.classes)
 
+def pooled(e: Expression, # A loaded data set (its test part may be None)
+           name: str, # Name of the task
+           positive: str|None=None, # Class that becomes 1 against all the others (0); None keeps every class
+          ) -> GeneData:
+    "Train and test parts in one pool (splits are drawn later), optionally as one class against the rest."
+    X = e.X_train.to_numpy() if e.X_test is None else np.vstack([e.X_train.to_numpy(), e.X_test.to_numpy()])
+    y = (e.y_train if e.y_test is None else np.r_[e.y_train, e.y_test]).astype(np.int64)
+    classes = e.classes
+    if positive is not None:
+        if positive not in e.classes: raise ValueError(f"positive must be one of {e.classes}, got {positive!r}")
+        y, classes = (y == e.classes.index(positive)).astype(np.int64), ('rest', positive)
+    genes = list(e.X_train.columns)
+    return GeneData(name, X, y, genes, genes, classes, e.source)
+
 def tcga_data() -> GeneData:
     "TCGA-breast mRNA, 220 samples x 200 genes: Basal (1) vs Her2 and LumA (0)."
-    e = load_tcga_breast('mrna')
-    X = np.vstack([e.X_train.to_numpy(), e.X_test.to_numpy()])
-    y = (np.r_[e.y_train, e.y_test] == e.classes.index('Basal')).astype(np.int64)
-    genes = list(e.X_train.columns)
-    return GeneData('tcga-breast', X, y, genes, genes, ('rest', 'Basal'))
+    return pooled(load_tcga_breast('mrna'), 'tcga-breast', 'Basal')
 
 def pancan_data(positive: str='BRCA', # The tumour type of the positive class (one of `PANCAN_CLASSES`)
                ) -> GeneData:
     "UCI's TCGA Pan-Cancer, 801 tumours x 20,531 genes (RNA-seq, already log2-scaled): `positive` (1) vs the other four types (0)."
-    e = load_pancan()
-    if positive not in e.classes: raise ValueError(f"positive must be one of {e.classes}, got {positive!r}")
-    genes = list(e.X_train.columns)
-    return GeneData('pancan', e.X_train.to_numpy(), (e.y_train == e.classes.index(positive)).astype(np.int64), genes, genes,
-                    ('rest', positive))
+    return pooled(load_pancan(), 'pancan', positive)
 
 def synthetic_data(seed: int=0, **sizes) -> GeneData:
     "The labelled expression stand-in of `robustml.datasets.expression`, pooled."
-    e = synthetic_expression(seed=seed, **sizes)
-    X = np.vstack([e.X_train.to_numpy(), e.X_test.to_numpy()])
-    genes = list(e.X_train.columns)
-    return GeneData('synthetic', X, np.r_[e.y_train, e.y_test].astype(np.int64), genes, genes, e.classes, 'synthetic')
+    return pooled(synthetic_expression(seed=seed, **sizes), 'synthetic')
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #b0ca4fe6
 def load_fimba_data(cfg: FimbaConfig, # The chapter's config
@@ -443,6 +446,7 @@ def fimba_attack_classes(X: np.ndarray, # Samples to attack, n x p (never modifi
                          k: int, # How many of the top genes to move (0 ... p)
                          pools: Sequence, # C arrays: targets for rows of each class (m_c x p; may be empty or None)
                          frac: float=8 / 9, # Fraction of the way toward the target
+                         names: Sequence[str]|None=None, # What error messages call each pool (default: 'the pool of class c')
                         ) -> np.ndarray: # The attacked copy of X
     "Move genes `ranking[:k]` of each row `frac` of the way toward its nearest row (Euclidean, all columns) of its class's pool."
     X = np.asarray(X, dtype=np.float64)
@@ -457,11 +461,12 @@ def fimba_attack_classes(X: np.ndarray, # Samples to attack, n x p (never modifi
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
     if k > min(p, ranking.size): raise ValueError(f"k = {k} exceeds the {min(p, ranking.size)} ranked columns of X")
+    names = names or [f'the pool of class {c}' for c in range(len(pools))]
     checked = []
     for c, pool in enumerate(pools):
         pool = np.empty((0, p)) if pool is None else np.asarray(pool, dtype=np.float64)
         if pool.size == 0: pool = pool.reshape(0, p)
-        if pool.ndim != 2 or pool.shape[1] != p: raise ValueError(f"the pool of class {c} must have {p} columns like X, got shape {pool.shape}")
+        if pool.ndim != 2 or pool.shape[1] != p: raise ValueError(f"{names[c]} must have {p} columns like X, got shape {pool.shape}")
         checked.append(pool)
     out = X.copy()
     if k == 0: return out
@@ -484,8 +489,7 @@ def fimba_attack(X: np.ndarray, # Samples to attack, n x p (never modified)
                 ) -> np.ndarray: # The attacked copy of X
     "The paper's two-class attack: negatives move toward `pool_neg` (false positives), positives toward `pool_pos` (false negatives)."
     if not np.isin(np.asarray(y).ravel(), (0, 1)).all(): raise ValueError("y must hold only 0 and 1")
-    try: return fimba_attack_classes(X, y, ranking, k, (pool_neg, pool_pos), frac)
-    except ValueError as e: raise ValueError(str(e).replace('the pool of class 0', 'pool_neg').replace('the pool of class 1', 'pool_pos')) from None
+    return fimba_attack_classes(X, y, ranking, k, (pool_neg, pool_pos), frac, names=('pool_neg', 'pool_pos'))
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #f4324525
 def oof_predictions(kind: str, Xtr: np.ndarray, ytr: np.ndarray, # Model kind, training data
@@ -984,15 +988,8 @@ def class_pools(Xtr: np.ndarray, ytr: np.ndarray, # Training data
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #5ba927ca
 def subtype_data(cfg: FimbaConfig, seed: int=0) -> GeneData:
     "The three-class task: TCGA-breast Basal / Her2 / LumA when the chapter uses TCGA, else (quick) a labelled three-class stand-in."
-    if 'tcga-breast' in cfg.datasets:
-        e = load_tcga_breast('mrna')
-        genes = list(e.X_train.columns)
-        return GeneData('tcga-breast 3 subtypes', np.vstack([e.X_train.to_numpy(), e.X_test.to_numpy()]),
-                        np.r_[e.y_train, e.y_test].astype(np.int64), genes, genes, e.classes)
-    e = synthetic_expression(seed=seed, classes=('A', 'B', 'C'), **cfg.synthetic)
-    genes = list(e.X_train.columns)
-    return GeneData('synthetic 3 classes', np.vstack([e.X_train.to_numpy(), e.X_test.to_numpy()]),
-                    np.r_[e.y_train, e.y_test].astype(np.int64), genes, genes, e.classes, 'synthetic')
+    if 'tcga-breast' in cfg.datasets: return pooled(load_tcga_breast('mrna'), 'tcga-breast 3 subtypes')
+    return pooled(synthetic_expression(seed=seed, classes=('A', 'B', 'C'), **cfg.synthetic), 'synthetic 3 classes')
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #9bca434b
 SUBTYPE_VARIANTS = ('fimba', 'another class', 'random genes') # the attacks of the extension

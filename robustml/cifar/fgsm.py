@@ -22,7 +22,7 @@ from ..stats import Trajectory, percent, time_to_target
 from .. import plots
 from ..training import History, as_input, correct, cpu_state, eval_mode, fit, model_device, random_crop_flip
 from .common import (CIFAR_MEAN, CIFAR_STD, SEED_EPS, EPS5, EPS8, PAPER, CifarData, load_chapter_data,
-                                   RecordingGuard, pixel_model, n_params, summarise, _show, plot_adv_grid)
+                                   RecordingGuard, pixel_model, n_params, summarise, _show)
 
 # %% auto #0
 __all__ = ['ROWS', 'COLUMNS', 'MODERN', 'AA_RUNS', 'CIFAR_STEPS', 'CifarConfig', 'cifar_config', 'describe_config', 'Run',
