@@ -4,6 +4,8 @@
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #3e12c62c
 from __future__ import annotations
+import os
+import subprocess
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +25,7 @@ from ..training import as_input, cpu_state
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'SEED_EPS', 'EPS5', 'EPS8', 'PAPER', 'CifarSizes', 'CifarData', 'load_chapter_data',
-           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'plot_adv_grid']
+           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'run_provenance', 'results_frame', 'plot_adv_grid']
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #8566ffe3
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465) # the seed's per-channel normalisation mean ...
@@ -134,6 +136,29 @@ def summarise(ok: dict, # column -> boolean tensor (from `evaluate_model`)
         lo, hi = bootstrap_ci(v, n=n_boot, seed=seed)
         r[k + '_ci'] = [round(100 * lo, 2), round(100 * hi, 2)]
     return r
+
+# %% ../../nbs/ch1_cifar/13_common.ipynb #97d473d7
+def run_provenance(device: torch.device|str, # The device the run trained on
+                  ) -> str: # e.g. "commit 1a2b3c4, device cuda (NVIDIA H200)"
+    "The commit of the code and the device a run used, for the first output of a results page."
+    commit = os.environ.get('ROBUSTML_COMMIT', '')
+    if not commit:
+        try: commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                                     timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError): commit = ''
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'
+    return f"commit {commit or 'unknown'}, device {dev.type} ({name})"
+
+# %% ../../nbs/ch1_cifar/13_common.ipynb #2bcaed53
+def results_frame(rows: list[dict], # Rows `quantity, paper, ours, ci, note` (percent)
+                 ):
+    "A results table for people: percent with one decimal, intervals as [low, high], '-' for missing; `quantity` as index."
+    import pandas as pd
+    f = lambda v: '-' if v is None else f'{v:.1f}'
+    return pd.DataFrame([{'quantity': r['quantity'], 'paper': f(r.get('paper')), 'ours': f(r.get('ours')),
+                          '95% CI': '-' if r.get('ci') is None else f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]",
+                          'note': r.get('note', '')} for r in rows]).set_index('quantity')
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #ef118936
 def _show(ax, img: Tensor, title: str=''):

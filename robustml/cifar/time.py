@@ -14,15 +14,16 @@ import torch.nn as nn
 from ..core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
 from ..studies import register_study, results_dir
 from ..training import correct, fit
+from ..robust import robust_correct
 from ..datasets import use_real
 from .common import EPS5, PAPER, RecordingGuard, load_chapter_data, pixel_model, summarise
-from .fgsm import SeedHistory, evaluate_model, seed_adv_train, seed_cnn, select_epoch
-from .full import full_config, run_cifar_full
+from .fgsm import SeedHistory, evaluate_model, seed_adv_train, seed_attack, seed_cnn, select_epoch
+from .full import aa_columns, full_config, run_cifar_full
 from ..stats import Trajectory, time_to_target as stats_time_to_target
 
 # %% auto #0
-__all__ = ['SeedRecipeConfig', 'seed_recipe_config', 'SeedRecipeFull', 'time_to', 'time_to_target', 'best_recipe_record',
-           'CifarTime', 'run_cifar_time', 'plot_race']
+__all__ = ['RECIPES', 'SeedRecipeConfig', 'seed_recipe_config', 'SeedRecipeFull', 'time_to', 'time_to_target',
+           'best_recipe_record', 'time_table', 'CifarTime', 'run_cifar_time', 'plot_race']
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #75923931
 @dataclass
@@ -46,15 +47,20 @@ def seed_recipe_config(profile: str|None=None, # 'quick', 'course' or 'paper'; N
     return SeedRecipeConfig(p, width=1., epochs_std=10, epochs_adv=10, step_size=5)
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #034d8659
+RECIPES = {'faithful': dict(space='normalised', mode_bug=True, select='test_seed_fgsm'), # the seed as published
+           'corrected': dict(space='pixel', mode_bug=False, select='val_pgd')} # its three defects fixed
+
 class SeedRecipeFull:
-    "The corrected seed recipe at one profile's scale: train, record the trajectory, evaluate the selected epoch."
+    "The seed's recipe at one profile's scale, faithful or corrected: train, record the trajectory, evaluate the selected epoch."
     def __init__(self,
                  profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
                  seed: int=0, # Seed for the subsets, initialisation, batch order and attacks
                  device: str|None=None, # None = a GPU when there is one
                  progress_bar: bool=True, # Progress bars over epochs
+                 recipe: str='corrected', # 'faithful' (the seed as published) or 'corrected' (its three defects fixed)
                 ):
-        self.cfg, self.fcfg = seed_recipe_config(profile), full_config(profile)
+        if recipe not in RECIPES: raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+        self.cfg, self.fcfg, self.recipe = seed_recipe_config(profile), full_config(profile), recipe
         self.seed, self.device, self.bar = seed, get_device(device), progress_bar
         self.data = self.std = self.adv = self.summary = None
         self.timings = {}
@@ -76,21 +82,30 @@ class SeedRecipeFull:
         d, n = self.data, self.fcfg.n_guard
         return RecordingGuard(d.x_val[:n], d.y_val[:n], EPS5, EPS5 / 4, steps=10, drop=1.0, seed=self.seed)
 
+    def monitor(self):
+        "After each epoch: validation clean and PGD-10; the faithful recipe adds the seed's check, its FGSM on the test set."
+        d, g, (xt, yt) = self.data, self.probe(), self.data.test(self.fcfg.n_test)
+        def mon(m):
+            r = {'val_clean': correct(m, d.x_val, d.y_val).float().mean().item(), 'val_pgd': g.robust_acc(m)}
+            if self.recipe == 'faithful': r['test_seed_fgsm'] = robust_correct(m, (xt, yt), seed_attack).float().mean().item()
+            return r
+        return mon
+
     def train(self) -> SeedHistory:
-        "Standard training, then the mixed FGSM fine-tuning with the three fixes; select the epoch on validation PGD."
-        c, d = self.cfg, self.data
+        "Standard training, then the mixed FGSM fine-tuning of the recipe; select the epoch as the recipe does."
+        c, d, r = self.cfg, self.data, RECIPES[self.recipe]
         self.net, self.g_std = self.model(), self.probe()
         with timed(self.timings, 'train_std_wall'):
             self.std = fit(self.net, (d.x_train, d.y_train), (d.x_val, d.y_val), epochs=c.epochs_std,
                            batch_size=c.batch_size, opt='adam', lr=1e-3, guard=self.g_std, select=None,
                            seed=self.seed, progress=self.bar, device=self.device)
-        g = self.probe()
-        def monitor(m): return {'val_clean': correct(m, d.x_val, d.y_val).float().mean().item(), 'val_pgd': g.robust_acc(m)}
+        xt, yt = d.test(self.fcfg.n_test)   # the standard model, as the seed reports it: clean and under its FGSM
+        self.std_ok = {'std_clean': correct(self.net, xt, yt), 'std_seed_fgsm': robust_correct(self.net, (xt, yt), seed_attack)}
         with timed(self.timings, 'train_adv_wall'):
             self.adv = seed_adv_train(self.net, (d.x_train, d.y_train), epochs=c.epochs_adv, batch_size=c.batch_size,
-                                      step_size=c.step_size, space='pixel', mode_bug=False, monitor=monitor,
+                                      step_size=c.step_size, space=r['space'], mode_bug=r['mode_bug'], monitor=self.monitor(),
                                       seed=self.seed, progress_bar=self.bar)
-        self.selected = select_epoch(self.adv, 'val_pgd')  # fix 3
+        self.selected = select_epoch(self.adv, r['select'])
         self.net.load_state_dict(self.adv.states[self.selected]); self.net.eval()
         self.timings['train'] = round(float(self.trajectory()[-1]['train_s']), 2)
         return self.adv
@@ -108,10 +123,16 @@ class SeedRecipeFull:
         return rows
 
     def evaluate(self) -> dict:
-        "Clean, seed FGSM, FGSM and PGD-20 at 5/255 and 8/255 of the selected epoch, with bootstrap intervals."
+        "Clean, seed FGSM, FGSM and PGD-20 at 5/255 and 8/255 of the selected epoch, AutoAttack where the profile asks, with intervals."
         with timed(self.timings, 'evaluate'):
             self.ok = evaluate_model(self.net, self.data, self.fcfg, strong=False, seed=self.seed)
-            self.summary = summarise(self.ok, self.fcfg.n_boot, self.seed)
+        if self.fcfg.n_aa:
+            with timed(self.timings, 'autoattack'):
+                aa, self.aa = aa_columns(self.net, self.data, self.fcfg, self.seed)
+            self.ok.update(aa)
+            for t in ('5', '8'): self.ok[f'pgd20_{t}_aa'] = self.ok[f'pgd20_{t}'][:self.fcfg.n_aa]
+        self.ok.update(self.std_ok)
+        self.summary = summarise(self.ok, self.fcfg.n_boot, self.seed)
         return self.summary
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #369b34ee
@@ -158,62 +179,101 @@ def best_recipe_record(profile: str|None=None, # 'quick', 'course' or 'paper'; N
     rec.save(path)
     return rec
 
+# %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #4ae54d6e
+def time_table(faithful: dict, # the faithful recipe's summary (`SeedRecipeFull.evaluate`)
+               corrected: dict, # the corrected recipe's summary
+               best: dict, # the best recipe's record metrics (`cifar-full`)
+               fcfg, # the data sizes (`full_config`)
+              ) -> list[dict]: # Rows `quantity, paper, ours, ci, note`, in percent
+    "The seed's four published numbers beside the faithful run, then both seed recipes and the best recipe under the same attacks."
+    n, na = f'{fcfg.n_test:,} test images', f'{fcfg.n_aa:,} test images'
+    rows = [('standard model, clean', faithful, 'std_clean', PAPER['standard_clean'], f'after the standard phase; {n}'),
+            ("standard model, seed's FGSM", faithful, 'std_seed_fgsm', PAPER['standard_seed_fgsm'], f'{n}'),
+            ('faithful recipe, clean', faithful, 'clean', PAPER['faithful_clean'], f'the seed as published; {n}'),
+            ("faithful recipe, seed's FGSM", faithful, 'seed_fgsm', PAPER['faithful_seed_fgsm'], f"the seed's own attack; {n}"),
+            ('faithful recipe, PGD-20 at 5/255', faithful, 'pgd20_5_aa', None, f'{na}'),
+            ('faithful recipe, AutoAttack at 5/255', faithful, 'aa_5', None, f'{na}'),
+            ('corrected recipe, clean', corrected, 'clean', None, f'three fixes; {n}'),
+            ('corrected recipe, PGD-20 at 5/255', corrected, 'pgd20_5_aa', None, f'{na}'),
+            ('corrected recipe, AutoAttack at 5/255', corrected, 'aa_5', None, f'{na}'),
+            ('best recipe, clean', best, 'clean', None, 'its cifar-full record'),
+            ('best recipe, AutoAttack at 5/255', best, 'aa_5', None, 'its cifar-full record')]
+    return [{'quantity': f'{q} (%)', 'paper': p, 'ours': s.get(k), 'ci': s.get(k + '_ci'), 'note': note}
+            for q, s, k, p, note in rows if s.get(k) is not None]
+
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #92bad01c
 class CifarTime:
-    "The comparison: the best recipe's record, the corrected seed recipe's run, and their times to the targets."
+    "The comparison: the best recipe's record, the faithful and the corrected seed recipe's runs, and their times to the targets."
     def __init__(self, profile: str|None=None, seed: int=0, device: str|None=None, progress_bar: bool=True,
                  best: str|Path|None=None, # a `cifar-full` record to read (see `best_recipe_record`)
                 ):
         self.profile, self.seed, self.device, self.best_path = get_profile(profile), seed, device, best
-        self.seed_run = SeedRecipeFull(self.profile, seed, device, progress_bar)
+        self.runs = {r: SeedRecipeFull(self.profile, seed, device, progress_bar, recipe=r) for r in RECIPES}
+        self.seed_run = self.runs['corrected']
         self.best = self.ttt = None
 
+    def load(self):
+        "The splits, loaded once and shared by both seed recipes."
+        data = self.seed_run.load()
+        for s in self.runs.values(): s.data = data
+        return data
+
     def run(self) -> Results:
-        "Read the best recipe's record, train and evaluate the seed recipe, compare (with the profile's CPU threads)."
+        "Read the best recipe's record, train and evaluate both seed recipes, compare (with the profile's CPU threads)."
         self.best = best_recipe_record(self.profile, self.seed, self.best_path, self.device)
-        s = self.seed_run
-        with torch_threads(s.threads):
-            s.load(); s.train(); s.evaluate()
-        self.ttt = time_to_target(self.best.metrics['trajectory'], s.trajectory())
+        with torch_threads(self.seed_run.threads):
+            self.load()
+            for s in self.runs.values(): s.train(); s.evaluate()
+        self.compare()
         return self.results()
 
+    def compare(self) -> dict:
+        "Times to the targets: recipe -> `time_to_target(best, recipe)`."
+        self.ttt = {r: time_to_target(self.best.metrics['trajectory'], s.trajectory()) for r, s in self.runs.items()}
+        return self.ttt
+
     def results(self) -> Results:
-        "The seed recipe's numbers, both trajectories and the times to target."
-        s, b = self.seed_run, self.best.metrics
+        "Both seed recipes' numbers, the trajectories, the times to target and the results table."
+        s, f, b = self.seed_run, self.runs['faithful'], self.best.metrics
         m = {f'seed_recipe_{k}': v for k, v in s.summary.items()}
-        m.update({f'best_{k}': b.get(k) for k in ('clean', 'pgd20_5', 'pgd20_8', 'train_s')})
-        m.update(self.ttt, seed_recipe_selected_epoch=s.cfg.epochs_std + s.selected + 1, seed_recipe_train_s=s.timings['train'],
-                 seed_recipe_trajectory=s.trajectory(), best_trajectory=b['trajectory'], best_record_created=self.best.created,
-                 best_record_source=b.get('record_source', 'cifar-full runner'), device=str(s.device), threads=torch.get_num_threads())
-        paper = {'seed_recipe_clean': PAPER['faithful_clean'], 'seed_recipe_seed_fgsm': PAPER['faithful_seed_fgsm']}
+        m.update({f'faithful_{k}': v for k, v in f.summary.items()})
+        m.update({f'best_{k}': b.get(k) for k in ('clean', 'pgd20_5', 'pgd20_8', 'aa_5', 'aa_8', 'train_s')})
+        m.update(self.ttt['corrected'], faithful_ttt=self.ttt['faithful'],
+                 seed_recipe_selected_epoch=s.cfg.epochs_std + s.selected + 1, seed_recipe_train_s=s.timings['train'],
+                 faithful_selected_epoch=f.cfg.epochs_std + f.selected + 1, faithful_train_s=f.timings['train'],
+                 seed_recipe_trajectory=s.trajectory(), faithful_trajectory=f.trajectory(), best_trajectory=b['trajectory'],
+                 best_record_created=self.best.created, best_record_source=b.get('record_source', 'cifar-full runner'),
+                 device=str(s.device), threads=torch.get_num_threads())
+        paper = {'seed_recipe_clean': PAPER['faithful_clean'], 'seed_recipe_seed_fgsm': PAPER['faithful_seed_fgsm'],
+                 'faithful_std_clean': PAPER['standard_clean'], 'faithful_std_seed_fgsm': PAPER['standard_seed_fgsm'],
+                 'faithful_clean': PAPER['faithful_clean'], 'faithful_seed_fgsm': PAPER['faithful_seed_fgsm']}
+        timings = {f'{r}_{k}': v for r, x in self.runs.items() for k, v in x.timings.items()}
         return Results('cifar-time', self.profile, s.data.info, metrics=m, paper=paper,
-                       config={'seed_recipe': asdict(s.cfg), 'data': asdict(s.fcfg)}, timings=dict(s.timings), seed=self.seed)
+                       config={'seed_recipe': asdict(s.cfg), 'data': asdict(s.fcfg)}, timings=timings, seed=self.seed,
+                       table=time_table(f.summary, s.summary, b, s.fcfg))
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #b2709e79
-@register_study('cifar-time', "CIFAR-10: time for the best recipe and the corrected seed recipe to reach the seed's numbers",
-                paper={'seed_recipe_clean': PAPER['faithful_clean'], 'seed_recipe_seed_fgsm': PAPER['faithful_seed_fgsm']})
+@register_study('cifar-time', "CIFAR-10: the seed's recipe at full scale, faithful and corrected, and the time each recipe needs to reach the seed's numbers",
+                paper={'faithful_std_clean': PAPER['standard_clean'], 'faithful_std_seed_fgsm': PAPER['standard_seed_fgsm'],
+                       'faithful_clean': PAPER['faithful_clean'], 'faithful_seed_fgsm': PAPER['faithful_seed_fgsm']})
 def run_cifar_time(profile: str|None=None, # 'quick', 'course' or 'paper'
                    seed: int=0, # Seed
                    device: str|None=None, # None = a GPU when there is one
                    progress_bar: bool=False, # Progress bars over epochs
                   ) -> Results:
-    "Compare the best recipe (its `cifar-full` record) with the corrected seed recipe trained now (`CifarTime.run`)."
+    "Compare the best recipe (its `cifar-full` record) with the faithful and corrected seed recipes trained now (`CifarTime.run`)."
     return CifarTime(profile, seed, device, progress_bar).run()
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #021b65b3
-def plot_race(best: list[dict], # the best recipe's trajectory
-              seed: list[dict], # the seed recipe's trajectory
+def plot_race(trajs: dict, # label -> trajectory rows ('train_s', 'val_clean', 'val_pgd10'), e.g. the best and the seed recipes
               clean: float=PAPER['faithful_clean'], robust: float=PAPER['faithful_seed_fgsm']):
-    "Validation clean and PGD-10 accuracy against training time for both recipes, with the seed's numbers as lines."
+    "Validation clean and PGD-10 accuracy against training time for each recipe, with the seed's numbers as lines."
     import matplotlib.pyplot as plt
-    fig, axs = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
-    for traj, lab, mk in ((best, 'best recipe', 'o'), (seed, 'corrected seed recipe', 's')):
+    fig, axs = plt.subplots(1, 2, figsize=(7.5, 3.4), sharex=True)
+    for (lab, traj), mk in zip(trajs.items(), 'osd^v'):
         t = np.array([r['train_s'] for r in traj]) / 60
-        for ax, k in zip(axs, ('val_clean', 'val_pgd10')): ax.plot(t, [r[k] for r in traj], marker=mk, label=lab)
-    sw = [r['train_s'] / 60 for r in seed if r.get('phase') == 'adversarial']
-    for ax, v, t in zip(axs, (clean, robust), ('validation accuracy, clean', 'validation accuracy, PGD-10 at 5/255')):
-        ax.axhline(v, color='grey', ls='--', label=f"seed's published {v}%")
-        if sw: ax.axvspan(sw[0] - (sw[1] - sw[0] if len(sw) > 1 else 0), sw[-1], color='orange', alpha=.08,
-                          label="seed recipe's adversarial phase")
-        ax.set_title(t, fontsize=10); ax.set_xlabel('training time (minutes)'); ax.set_ylabel('%'); ax.grid(alpha=.3)
-    axs[1].legend(fontsize=8); fig.tight_layout(); return fig
+        for ax, k in zip(axs, ('val_clean', 'val_pgd10')): ax.plot(t, [r[k] for r in traj], marker=mk, ms=3, label=lab)
+    for ax, v, t in zip(axs, (clean, robust), ('clean', 'PGD-10 at 5/255')):
+        ax.axhline(v, color='grey', ls='--', lw=1, label=f"seed's published {v}%")
+        ax.set_title(f'validation accuracy, {t}', fontsize=9); ax.set_xlabel('training time (minutes)'); ax.grid(alpha=.3)
+    axs[0].set_ylabel('%'); axs[1].legend(fontsize=7); fig.tight_layout(); return fig
