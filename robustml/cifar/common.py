@@ -179,7 +179,9 @@ def plot_adv_grid(models: dict, # label -> pixel model
     for r, (lab, m) in enumerate(models.items()):
         set_seed(seed)
         xa = pgd(m, x, y, eps, eps / 8, 20)
-        with torch.no_grad(): pc, pa = m(x).argmax(1), m(xa).argmax(1)
+        dev = next(m.parameters()).device   # the model may live on a GPU, the images on the CPU
+        with torch.no_grad(): pc, pa = m(x.to(dev)).argmax(1).cpu(), m(xa.to(dev)).argmax(1).cpu()
+        xa = xa.cpu()
         for j in range(n):
             _show(axs[3 * r, j], x[j], f'{lab}\n{classes[pc[j]]}' + (' ✓' if pc[j] == y[j] else ' ✗'))
             _show(axs[3 * r + 1, j], xa[j], f'PGD: {classes[pa[j]]}' + (' ✓' if pa[j] == y[j] else ' ✗'))
