@@ -19,9 +19,9 @@ from scipy.stats import mannwhitneyu as _mannwhitneyu
 from .training import eval_mode, model_device
 
 # %% auto #0
-__all__ = ['Normalize', 'check_attack_inputs', 'margin_loss', 'attack_loss', 'fgsm', 'pgd', 'top_targets_pgd', 'dlr_loss',
-           'apgd_checkpoints', 'apgd', 'square', 'gaussian_kernels', 'smooth', 'smooth_pgd', 'membership_advantage',
-           'dp_advantage_bound']
+__all__ = ['Normalize', 'check_labels', 'check_batch', 'check_attack_inputs', 'margin_loss', 'attack_loss', 'fgsm', 'pgd',
+           'top_targets_pgd', 'dlr_loss', 'apgd_checkpoints', 'apgd', 'square', 'gaussian_kernels', 'smooth',
+           'smooth_pgd', 'membership_advantage', 'dp_advantage_bound']
 
 # %% ../nbs/foundations/05_attacks.ipynb #e24da2b9
 class Normalize(nn.Module):
@@ -65,6 +65,58 @@ def _is_num(v) -> bool:
     try: return math.isfinite(float(v))
     except (TypeError, ValueError, RuntimeError): return False
 
+# %% ../nbs/foundations/05_attacks.ipynb #a5c1e0b1
+def _check_int(v, # The value to check
+               arg: str, # The argument's name, for the message
+               minimum: int=1, # The smallest allowed value
+               name: str='attack', # Who checks, for the message
+              ) -> int:
+    "`v` as an `int` when it is an integer (not a bool) >= `minimum`; else a `ValueError` naming `arg`."
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{name}: {arg} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+# %% ../nbs/foundations/05_attacks.ipynb #5b2d7c3e
+def check_labels(y: Tensor, # Integer labels (or targets), shaped (N,)
+                 n_classes: int|None=None, # The model's number of outputs; `None` checks only that labels are >= 0
+                 name: str='attack', # Who checks, for the message
+                ) -> None:
+    "Raise `ValueError` unless every label is a class index in `[0, n_classes)`: one pass over `y`, no forward pass."
+    if y.numel() == 0: return
+    lo, hi = (int(v) for v in torch.aminmax(y))
+    if lo >= 0 and (n_classes is None or hi < n_classes): return
+    bad = (y < 0) if n_classes is None else (y < 0) | (y >= n_classes)
+    vals = sorted(set(y[bad].tolist()))
+    shown = ', '.join(map(str, vals[:5])) + (', ...' if len(vals) > 5 else '')
+    want = "class indices >= 0" if n_classes is None else \
+           f"class indices 0 ... {n_classes - 1} (the model has {n_classes} outputs)"
+    raise ValueError(f"{name}: y must hold {want}, got {int(bad.sum())} of {len(y)} labels outside that range "
+                     f"(values {shown}); fix the labels or the model's number of classes")
+
+# %% ../nbs/foundations/05_attacks.ipynb #c6e3f4a2
+def check_batch(x: Tensor, # Inputs in input units, floating point, shaped (N, ...)
+                y: Tensor, # Integer class labels (or targets), shaped (N,)
+                n_classes: int|None=None, # The model's number of outputs, when known (labels must be below it)
+                name: str='attack', # Who checks, for the messages
+               ) -> None:
+    "Raise `ValueError` naming the argument, what it got and what is expected, unless `(x, y)` is a batch an attack can use."
+    if not isinstance(x, Tensor): raise ValueError(f"{name}: x must be a torch tensor shaped (N, ...), got {type(x).__name__}")
+    if not isinstance(y, Tensor): raise ValueError(f"{name}: y must be a torch tensor of integer labels shaped (N,), got {type(y).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: x must be a floating-point tensor in input units, got dtype {x.dtype} "
+                         "(uint8 images: robustml.training.as_input)")
+    if x.ndim < 2: raise ValueError(f"{name}: x must be batched, shaped (N, ...), got shape {tuple(x.shape)} (one example: x[None])")
+    if len(x) == 0: raise ValueError(f"{name}: x is an empty batch (shape {tuple(x.shape)}); pass at least one example")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{name}: y must hold integer class labels (e.g. torch.long), got dtype {y.dtype}")
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"{name}: y must have shape ({len(x)},), one label per row of x {tuple(x.shape)}, got shape {tuple(y.shape)}")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise ValueError(f"{name}: x contains NaN or infinite values ({int((~finite).sum())} of {x.numel()} entries); "
+                         "attacks need finite inputs")
+    check_labels(y, n_classes, name)
+
 # %% ../nbs/foundations/05_attacks.ipynb #49d8ffba
 def check_attack_inputs(x: Tensor, # Inputs, shaped (N, ...)
                         y: Tensor, # Integer labels (or targets), shaped (N,)
@@ -73,25 +125,20 @@ def check_attack_inputs(x: Tensor, # Inputs, shaped (N, ...)
                         steps: int|None=None, # Number of steps, >= 1 (when the attack has them)
                         bounds=None, # `None` or `(low, high)`
                         mask: Tensor|None=None, # Optional 0/1 mask shaped like `x`
+                        name: str='attack', # Who checks, for the messages
                        ):
-    "Raise `ValueError` with a clear message for bad attack inputs; return the bounds as tensors (or `None`)."
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor): raise ValueError("x and y must be torch tensors")
-    if not x.is_floating_point(): raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim < 2: raise ValueError(f"x must be batched, shaped (N, ...), got shape {tuple(x.shape)}")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
-    if y.shape != x.shape[:1]: raise ValueError(f"y must have shape ({x.shape[0]},) to match x {tuple(x.shape)}, got {tuple(y.shape)}")
-    if not _is_num(eps) or eps < 0: raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if alpha is not None and (not _is_num(alpha) or alpha <= 0): raise ValueError(f"alpha (the step size) must be a finite number > 0, got {alpha!r}")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if bool(torch.isnan(x).any()): raise ValueError("x contains NaN")
-    if mask is not None and mask.shape != x.shape: raise ValueError(f"mask must have x's shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+    "Raise `ValueError` with a clear message for bad attack inputs (`check_batch`, budget, steps, mask, bounds); return the bounds as tensors (or `None`)."
+    check_batch(x, y, name=name)
+    if not _is_num(eps) or eps < 0: raise ValueError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
+    if alpha is not None and (not _is_num(alpha) or alpha <= 0): raise ValueError(f"{name}: alpha (the step size) must be a finite number > 0, got {alpha!r}")
+    if steps is not None: _check_int(steps, 'steps', 1, name)
+    if mask is not None and (not isinstance(mask, Tensor) or mask.shape != x.shape):
+        raise ValueError(f"{name}: mask must be a tensor with x's shape {tuple(x.shape)}, got {tuple(getattr(mask, 'shape', ())) if isinstance(mask, Tensor) else type(mask).__name__}")
     b = _as_bounds(bounds, x)
     if b is not None:
         lo, hi = b
         if bool((x < lo - _TOL).any()) or bool((x > hi + _TOL).any()):
-            raise ValueError(f"x lies outside bounds {bounds!r}: min {x.min().item():.4g}, max {x.max().item():.4g}. "
+            raise ValueError(f"{name}: x lies outside bounds {bounds!r}: min {x.min().item():.4g}, max {x.max().item():.4g}. "
                              "Attacks work in input units (e.g. pixels in [0, 1]); put normalisation inside the model.")
     return b
 
@@ -122,11 +169,15 @@ def attack_loss(logits: Tensor, # Model outputs, shaped (N, classes)
     return -l if targeted else l
 
 # %% ../nbs/foundations/05_attacks.ipynb #332edb3d
-def _grad(model: nn.Module, x: Tensor, y: Tensor, loss: str='ce', targeted: bool=False) -> tuple[Tensor, Tensor]:
+def _grad(model: nn.Module, x: Tensor, y: Tensor, loss: str='ce', targeted: bool=False,
+          check: str|None=None, # Name of the attack: check the labels against these logits (the attack's first pass)
+         ) -> tuple[Tensor, Tensor]:
     "Per-example attack loss at `x` and its gradient with respect to `x` only (no parameter gradients)."
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        l = attack_loss(model(x), y, loss, targeted)
+        z = model(x)
+        if check: check_labels(y, z.shape[1], check)
+        l = attack_loss(z, y, loss, targeted)
         g, = torch.autograd.grad(l.sum(), x)
     return l.detach(), g
 
@@ -146,14 +197,14 @@ def fgsm(model: nn.Module, # Classifier that takes inputs in input units
          mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
         ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
     "Fast gradient sign method: one signed-gradient step of size `eps`, clipped to `bounds`."
-    b = check_attack_inputs(x, y, eps, bounds=bounds, mask=mask)
+    b = check_attack_inputs(x, y, eps, bounds=bounds, mask=mask, name='fgsm')
     eps = float(eps)
     if eps == 0: return x.detach().clone()
     dev0 = x.device
     xd, yd, m = _prepare(model, x, y, mask)
     b = _as_bounds(bounds, xd)
     with eval_mode(model):
-        _, g = _grad(model, xd, yd, 'ce', targeted)
+        _, g = _grad(model, xd, yd, 'ce', targeted, check='fgsm')
     step = eps * g.sign()
     if m is not None: step = step * m
     return _clip(xd + step, b).detach().to(dev0)
@@ -200,10 +251,10 @@ def pgd(model: nn.Module, # Classifier that takes inputs in input units
         mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
        ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
     "Projected gradient descent in L-inf or L2 with random start and restarts keeping the per-example worst case."
-    b = check_attack_inputs(x, y, eps, alpha, steps, bounds, mask)
-    if norm not in ('linf', 'l2'): raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if loss not in ('ce', 'margin'): raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
-    if not isinstance(restarts, int) or restarts < 1: raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    b = check_attack_inputs(x, y, eps, alpha, steps, bounds, mask, name='pgd')
+    if norm not in ('linf', 'l2'): raise ValueError(f"pgd: norm must be 'linf' or 'l2', got {norm!r}")
+    if loss not in ('ce', 'margin'): raise ValueError(f"pgd: loss must be 'ce' or 'margin', got {loss!r}")
+    restarts = _check_int(restarts, 'restarts', 1, 'pgd')
     eps, alpha = float(eps), float(alpha)
     if eps == 0: return x.detach().clone()
     if not random_start: restarts = 1  # without a random start every restart would be the same run
@@ -216,8 +267,8 @@ def pgd(model: nn.Module, # Classifier that takes inputs in input units
             delta = _random_start(x, eps, norm) if random_start else torch.zeros_like(x)
             if m is not None: delta = delta * m
             delta = _clip(x + delta, b) - x
-            for _ in range(steps):
-                _, g = _grad(model, x + delta, y, loss, targeted)
+            for i in range(steps):
+                _, g = _grad(model, x + delta, y, loss, targeted, check='pgd' if r == 0 and i == 0 else None)
                 if norm == 'linf': delta = delta + alpha * g.sign()
                 else: delta = delta + alpha * g / _flat_norm(g)
                 if m is not None: delta = delta * m
@@ -244,11 +295,12 @@ def top_targets_pgd(model: nn.Module, # Classifier that takes inputs in input un
                     **kwargs, # Passed to `pgd` (norm, bounds, mask, random_start)
                    ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
     "Targeted margin-loss PGD against each of the `targets` most likely other classes; per example, the first that fools."
-    check_attack_inputs(x, y, eps, alpha, steps, kwargs.get('bounds', (0., 1.)), kwargs.get('mask'))
-    if not isinstance(targets, int) or targets < 1: raise ValueError(f"targets must be an integer >= 1, got {targets!r}")
+    check_attack_inputs(x, y, eps, alpha, steps, kwargs.get('bounds', (0., 1.)), kwargs.get('mask'), name='top_targets_pgd')
+    targets = _check_int(targets, 'targets', 1, 'top_targets_pgd')
     dev = model_device(model)
     with eval_mode(model), torch.no_grad(): z = model(x.to(dev))
-    if targets > z.shape[1] - 1: raise ValueError(f"targets must be at most the number of other classes ({z.shape[1] - 1}), got {targets}")
+    check_labels(y, z.shape[1], 'top_targets_pgd')
+    if targets > z.shape[1] - 1: raise ValueError(f"top_targets_pgd: targets must be at most the number of other classes ({z.shape[1] - 1}), got {targets}")
     yd = y.to(dev).long()
     ranked = z.masked_fill(F.one_hot(yd, z.shape[1]).bool(), float('-inf')).argsort(1, descending=True)
     best, done = None, z.argmax(1) != yd
@@ -354,11 +406,10 @@ def apgd(model: nn.Module, # Classifier that takes inputs in input units
          mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
         ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
     "Auto-PGD (Croce and Hein 2020): step-size schedule with checkpoints, momentum, CE/DLR/margin loss, optional targeted runs."
-    b = check_attack_inputs(x, y, eps, steps=steps, bounds=bounds, mask=mask)
-    if norm not in ('linf', 'l2'): raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if loss not in ('ce', 'dlr', 'margin'): raise ValueError(f"loss must be 'ce', 'dlr' or 'margin', got {loss!r}")
-    if not isinstance(restarts, int) or restarts < 1: raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
-    if not isinstance(targets, int) or targets < 0: raise ValueError(f"targets must be an integer >= 0, got {targets!r}")
+    b = check_attack_inputs(x, y, eps, steps=steps, bounds=bounds, mask=mask, name='apgd')
+    if norm not in ('linf', 'l2'): raise ValueError(f"apgd: norm must be 'linf' or 'l2', got {norm!r}")
+    if loss not in ('ce', 'dlr', 'margin'): raise ValueError(f"apgd: loss must be 'ce', 'dlr' or 'margin', got {loss!r}")
+    restarts, targets = _check_int(restarts, 'restarts', 1, 'apgd'), _check_int(targets, 'targets', 0, 'apgd')
     eps = float(eps)
     if eps == 0: return x.detach().clone()
     dev0 = x.device
@@ -366,8 +417,9 @@ def apgd(model: nn.Module, # Classifier that takes inputs in input units
     b = _as_bounds(bounds, x)
     with eval_mode(model):
         with torch.no_grad(): z0 = model(x)
+        check_labels(y, z0.shape[1], 'apgd')
         if targets and targets > z0.shape[1] - 1:
-            raise ValueError(f"targets must be at most the number of other classes ({z0.shape[1] - 1}), got {targets}")
+            raise ValueError(f"apgd: targets must be at most the number of other classes ({z0.shape[1] - 1}), got {targets}")
         if loss == 'dlr': dlr_loss(z0, y, y if targets else None)  # clear error for too few classes
         best, done = x.clone(), z0.argmax(1) != y
         ranked = z0.masked_fill(F.one_hot(y, z0.shape[1]).bool(), float('-inf')).argsort(1, descending=True)
@@ -403,9 +455,10 @@ def square(model: nn.Module, # Classifier; only its outputs are used (no gradien
            seed: int|None=0, # Seed of the attack's random search (`None`: the global generator)
           ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
     "Square attack (Andriushchenko et al. 2020): score-based black-box random search over L-inf squares, margin loss."
-    b = check_attack_inputs(x, y, eps, steps=queries, bounds=bounds, mask=mask)
+    b = check_attack_inputs(x, y, eps, bounds=bounds, mask=mask, name='square')
+    queries = _check_int(queries, 'queries', 1, 'square')
     if x.ndim not in (2, 3, 4): raise ValueError(f"square expects images (N, C, H, W), signals (N, C, L) or rows (N, F), got {tuple(x.shape)}")
-    if not _is_num(p_init) or not 0 < p_init <= 1: raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")
+    if not _is_num(p_init) or not 0 < p_init <= 1: raise ValueError(f"square: p_init must be in (0, 1], got {p_init!r}")
     eps = float(eps)
     if eps == 0: return x.detach().clone()
     dev0, shape0 = x.device, x.shape
@@ -418,14 +471,15 @@ def square(model: nn.Module, # Classifier; only its outputs are used (no gradien
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     def rand_sign(*s): return (torch.randint(0, 2, s, generator=gen) * 2 - 1).to(x.device, x.dtype)
     def rand_int(hi, k): return torch.randint(0, hi, (k,), generator=gen).to(x.device)
-    def f(z):  # margin: > 0 while the model is still right
+    def f(z, check=False):  # margin: > 0 while the model is still right
         with torch.no_grad(): lg = model(z.reshape(-1, *shape0[1:]))
+        if check: check_labels(y_cur, lg.shape[1], 'square')  # the first query
         return -margin_loss(lg, y_cur)
     def apply(d): return _clip(x_cur + (d if m is None else d * m_cur), b)
     with eval_mode(model):
         delta = eps * rand_sign(n, c, 1, w).expand(n, c, h, w).clone()  # vertical stripes
         x_cur, y_cur, m_cur = x, y, m
-        xa = apply(delta); marg = f(xa)
+        xa = apply(delta); marg = f(xa, check=True)
         idx = torch.arange(n, device=x.device)
         for it in range(queries):
             act = (marg > 0).nonzero().squeeze(1)
@@ -492,8 +546,9 @@ def smooth_pgd(model: nn.Module, # Classifier for 1-D signals in raw units
               ) -> Tensor: # `x + S(theta)` (masked, clipped to bounds), detached, on `x`'s device
     "Han et al. (2020) smoothed PGD: sign steps on theta while the model sees x + mean of Gaussian-smoothed theta."
     if x.ndim not in (2, 3): raise ValueError(f"smooth_pgd expects signals shaped (N, C, L) or (N, L), got {tuple(x.shape)}")
-    b = check_attack_inputs(x, y, eps, alpha, steps, bounds, mask)
-    if init is not None and init.shape != x.shape: raise ValueError(f"init must have x's shape {tuple(x.shape)}, got {tuple(init.shape)}")
+    b = check_attack_inputs(x, y, eps, alpha, steps, bounds, mask, name='smooth_pgd')
+    if init is not None and (not isinstance(init, Tensor) or init.shape != x.shape):
+        raise ValueError(f"smooth_pgd: init must be a tensor with x's shape {tuple(x.shape)}, got {tuple(init.shape) if isinstance(init, Tensor) else type(init).__name__}")
     kernel = gaussian_kernels(kernel_sizes, sigmas).mean(0)
     eps, alpha = float(eps), float(alpha)
     if eps == 0: return x.detach().clone()
@@ -508,10 +563,12 @@ def smooth_pgd(model: nn.Module, # Classifier for 1-D signals in raw units
         s = smooth(th, kernel)
         return s if m is None else s * m
     with eval_mode(model):
-        for _ in range(steps):
+        for i in range(steps):
             theta = theta.detach().requires_grad_(True)
             with torch.enable_grad():
-                l = attack_loss(model(_clip(x + perturb(theta), b)), y, loss, targeted)
+                z = model(_clip(x + perturb(theta), b))
+                if i == 0: check_labels(y, z.shape[1], 'smooth_pgd')
+                l = attack_loss(z, y, loss, targeted)
                 g, = torch.autograd.grad(l.sum(), theta)
             theta = (theta.detach() + alpha * g.sign()).clamp(-eps, eps)
         with torch.no_grad(): xa = _clip(x + perturb(theta), b)

@@ -4,14 +4,42 @@
 
 # %% ../nbs/foundations/09_cli.ipynb #4c9e24da
 from __future__ import annotations
-import argparse, os, sys, traceback
+import argparse, os, sys, tempfile, traceback
 from pathlib import Path
 
 from .core import PROFILES, get_profile
-from .studies import find_record, format_table, get_study, load_studies, results_text, run_order
+from .studies import depends_on, find_record, format_table, get_study, load_studies, results_text, run_order
 
 # %% auto #0
-__all__ = ['cmd_data_list', 'cmd_data_verify', 'cmd_data_fetch', 'cmd_studies', 'cmd_reproduce', 'parser', 'main']
+__all__ = ['cmd_data_list', 'cmd_data_verify', 'cmd_data_fetch', 'cmd_studies', 'check_out', 'cmd_reproduce', 'parser', 'main']
+
+# %% ../nbs/foundations/09_cli.ipynb #11482437
+def _fail(msg: str|BaseException, # The message, or an error whose message to print
+          code: int, # The exit status to return
+         ) -> int:
+    "Print `robustml: error: msg` on stderr and return `code`."
+    msg = msg.args[0] if isinstance(msg, KeyError) and msg.args else msg
+    print(f"robustml: error: {msg}", file=sys.stderr)
+    return code
+
+# %% ../nbs/foundations/09_cli.ipynb #0ccdc68e
+def _data_errors(data) -> tuple: # The bad-data error types of `robustml.datasets` (the module, passed in)
+    "`DataError` (where the package has it), `ChecksumError` and `DataUnavailable`: errors whose message is for the user."
+    return tuple(dict.fromkeys((getattr(data, 'DataError', data.ChecksumError), data.ChecksumError, data.DataUnavailable)))
+
+# %% ../nbs/foundations/09_cli.ipynb #4fdf41a7
+def _first_line(e: BaseException, # Any error
+               ) -> str: # `Type: first line of its message`
+    "An error in one line, for the summary of a run."
+    msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip()
+    return f"{type(e).__name__}: {msg.splitlines()[0] if msg else '(no message)'}"
+
+# %% ../nbs/foundations/09_cli.ipynb #ae72a7dd
+def _debug(args=None, # Parsed arguments (their `debug` flag, when the command has one)
+          ) -> bool:
+    "Whether to show tracebacks: `--debug`, or `$ROBUSTML_DEBUG` set to 1, true, yes or on."
+    env = os.environ.get('ROBUSTML_DEBUG', '').strip().lower() in ('1', 'true', 'yes', 'on')
+    return env or bool(getattr(args, 'debug', False))
 
 # %% ../nbs/foundations/09_cli.ipynb #577c0211
 def cmd_data_list(args) -> int:
@@ -21,25 +49,53 @@ def cmd_data_list(args) -> int:
     print(format_table(rows, ['name', 'found', 'where', 'size_mb', 'verified', 'path']))
     return 0
 
+# %% ../nbs/foundations/09_cli.ipynb #f975cf25
+def _problems(data, # The `robustml.datasets` module
+              name: str, # A registered dataset that is present locally
+             ) -> list[str]: # One line per bad file; empty when the copy is fine
+    "What is wrong with the local copy of dataset `name`."
+    check = getattr(data, 'check', None)
+    if check is not None: return list(check(name))
+    if data.verify(name) is False:
+        return [f"{data.locate(name)[0]}: checksum mismatch or missing file (replace it from the official source, "
+                f"or remove it and run `robustml data fetch {name}`)"]
+    return []
+
 # %% ../nbs/foundations/09_cli.ipynb #5a347b5b
 def cmd_data_verify(args) -> int:
-    "Verify the named (or all) datasets; return 1 if a present file fails its checksum."
+    "Verify every file of the named (or all) datasets; print a table, then each bad file on stderr; 1 if any is bad."
     from robustml import datasets as data
-    names = args.names or None
-    try: rows = data.status_all(names=names, verify=True)
+    names = list(dict.fromkeys(args.names)) or list(data.DATASETS)
+    try: ds = [data.get_dataset(n) for n in names]
     except KeyError as e: return _fail(e, 2)
+    rows, bad = [], []
+    for n, d in zip(names, ds):
+        row = data.status(n, verify=False)
+        if row['found'] and not d.builtin:
+            try: problems = _problems(data, n)
+            except data.DataUnavailable: problems, row['found'] = [], False   # removed while we looked
+            except _data_errors(data) as e: problems = [str(e)]
+            row['verified'] = not problems if row['found'] else None
+            bad += [(n, p) for p in problems]
+        rows.append(row)
     print(format_table(rows, ['name', 'found', 'verified', 'path']))
-    bad = [r['name'] for r in rows if r['verified'] is False]
-    if bad: print(f"robustml: checksum mismatch for: {', '.join(bad)}", file=sys.stderr); return 1
-    return 0
+    if not bad: return 0
+    print(f"robustml: {len(bad)} problem(s) in {len(dict.fromkeys(n for n, _ in bad))} dataset(s):", file=sys.stderr)
+    for n, p in bad: print(f"  {n}: {p}", file=sys.stderr)
+    return 1
 
 # %% ../nbs/foundations/09_cli.ipynb #98b39367
 def cmd_data_fetch(args) -> int:
-    "Download dataset `NAME` into the user cache (or report where it already is); 1 if unavailable or corrupt."
+    "Make dataset `NAME` available (download it into the user cache when needed) and print its path; 1 if unavailable or bad."
     from robustml import datasets as data
-    try: p = data.fetch(args.name)
+    try: d = data.get_dataset(args.name)
     except KeyError as e: return _fail(e, 2)
-    except (data.DataUnavailable, data.ChecksumError) as e: return _fail(e, 1)
+    if d.builtin: print(f"robustml: {args.name} ships with scikit-learn: nothing to fetch", file=sys.stderr); return 0
+    try:
+        p = data.fetch(args.name)
+        problems = _problems(data, args.name)
+    except _data_errors(data) as e: return _fail(e, 1)
+    if problems: return _fail(f"dataset {args.name!r} at {p} fails verification:\n  " + '\n  '.join(problems), 1)
     print(p); return 0
 
 # %% ../nbs/foundations/09_cli.ipynb #9a464616
@@ -49,39 +105,80 @@ def cmd_studies(args) -> int:
     print(format_table(rows, ['study', 'title', 'module']) if rows else '(no studies registered)')
     return 0
 
+# %% ../nbs/foundations/09_cli.ipynb #30fa4111
+def check_out(out: str|Path, # The `--out` folder of `reproduce`
+             ) -> Path: # `out`, now an existing folder that takes files
+    "Make sure `out` can take records before any work starts; a `ValueError` says what is wrong and what to pass."
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder: pass a folder (it is created when missing).")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the folder ({e.strerror or e}); pass a folder you can write to.") from e
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out, prefix='.robustml-write-test.', suffix='.tmp')
+        os.close(fd); os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write to the folder ({e.strerror or e}); pass a folder you can write to.") from e
+    return out
+
+# %% ../nbs/foundations/09_cli.ipynb #99728b70
+def _failed(name: str, # The study
+            what: str, # The step that failed: 'run' or 'save to PATH'
+            e: Exception, # The error
+            args, # The parsed `reproduce` arguments
+           ) -> str: # The line for the summary
+    "Report a study's failure on stderr now (the whole message; the traceback under `--debug`) and return its summary line."
+    print(f"robustml: study {name!r}: {what} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    if _debug(args): traceback.print_exc()
+    return f"failed ({what}): {_first_line(e)}"
+
+# %% ../nbs/foundations/09_cli.ipynb #7f768597
+def _run_study(name: str, # The study to run
+               args, # The parsed `reproduce` arguments: `study`, `profile`, `seed`, `debug`
+               out: Path, # The checked `--out` folder
+               problems: dict, # The studies that did not complete so far, `study -> reason`
+              ) -> str|None: # None when the record is saved (or reused), else the reason the study did not complete
+    "Run one study of `reproduce` and save its record, catching its failure so that the other studies still run."
+    study = get_study(name)
+    if missing := [d for d in depends_on(name) if d in problems]:
+        why = f"skipped: it builds on {', '.join(missing)}, which did not complete"
+        print(f"\n>>> {name}: {why}", flush=True); return why
+    if name != args.study and args.study != 'all' and find_record(name, args.profile, args.seed, out) is not None:
+        print(f"\n>>> {name}: reusing {out/(name + '.json')} ({args.profile} profile, seed {args.seed})", flush=True); return None
+    print(f"\n>>> {name}: {study.title}", flush=True)
+    try: res = study.run(args.profile, seed=args.seed)
+    except Exception as e: return _failed(name, 'run', e, args)
+    print(results_text(res), flush=True)   # printed first: a failed save loses no numbers
+    dest = out/f'{name}.json'
+    try: res.save(dest)
+    except Exception as e: return _failed(name, f'save to {dest}', e, args)
+    print(f"(saved {dest})", flush=True)
+    return None
+
 # %% ../nbs/foundations/09_cli.ipynb #5c9b6610
 def cmd_reproduce(args) -> int:
-    "Run the requested studies (after what they build on), write `OUT/STUDY.json`, print each whole results table."
+    "Check `--out`, run the requested studies (after what they build on), each saved on its own; 1 if any did not complete."
     try: order = run_order([args.study])
     except KeyError as e: return _fail(e, 2)
-    out, failed = Path(args.out), []
+    try: out = check_out(args.out)
+    except ValueError as e: return _fail(e, 2)
+    problems = {}
     prev = os.environ.get('ROBUSTML_RESULTS')
     os.environ['ROBUSTML_RESULTS'] = str(out)  # a study that builds on another's record (cifar-time) reads it from OUT
     try:
         for n in order:
-            study = get_study(n)
-            if n != args.study and args.study != 'all' and find_record(n, args.profile, args.seed, out) is not None:
-                print(f"\n>>> {n}: reusing {out/(n + '.json')} ({args.profile} profile, seed {args.seed})", flush=True); continue
-            print(f"\n>>> {n}: {study.title}", flush=True)
-            try: res = study.run(args.profile, seed=args.seed)
-            except Exception as e:
-                failed.append(n); print(f"robustml: study {n!r} failed: {type(e).__name__}: {e}", file=sys.stderr)
-                if args.debug: traceback.print_exc()
-                continue
-            path = res.save(out/f'{n}.json')
-            print(results_text(res)); print(f"(saved {path})", flush=True)
+            try: why = _run_study(n, args, out, problems)
+            except Exception as e: why = _failed(n, 'run', e, args)  # e.g. an unreadable old record: still run the rest
+            if why is not None: problems[n] = why
     finally:
         if prev is None: os.environ.pop('ROBUSTML_RESULTS', None)
         else: os.environ['ROBUSTML_RESULTS'] = prev
-    if failed: print(f"robustml: {len(failed)} of {len(order)} studies failed: {', '.join(failed)}", file=sys.stderr); return 1
-    return 0
-
-# %% ../nbs/foundations/09_cli.ipynb #11482437
-def _fail(msg, code: int) -> int:
-    "Print an error line on stderr and return `code`."
-    msg = msg.args[0] if isinstance(msg, KeyError) and msg.args else msg
-    print(f"robustml: error: {msg}", file=sys.stderr)
-    return code
+    if not problems:
+        print(f"\nrobustml: {len(order)} of {len(order)} studies completed; records in {out}", flush=True); return 0
+    print(f"\nrobustml: {len(problems)} of {len(order)} studies did not complete:", file=sys.stderr)
+    for n, why in problems.items(): print(f"  {n}: {why}", file=sys.stderr)
+    return 1
 
 # %% ../nbs/foundations/09_cli.ipynb #bccc8ada
 def parser() -> argparse.ArgumentParser:
@@ -94,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     dl = d.add_parser('list', help='each dataset: found where, size, verified or not')
     dl.add_argument('--no-verify', action='store_true', help='skip checksums (faster)')
     dl.set_defaults(func=cmd_data_list)
-    dv = d.add_parser('verify', help='check checksums; exit 1 on a mismatch')
+    dv = d.add_parser('verify', help='check every file; list each bad one; exit 1 if any')
     dv.add_argument('names', nargs='*', help='datasets to verify (default: all)')
     dv.set_defaults(func=cmd_data_verify)
     df = d.add_parser('fetch', help='download a dataset into the user cache')
@@ -103,15 +200,25 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser('reproduce', help='run studies and compare with the papers')
     r.add_argument('study', help="a registered study name, or 'all'")
     r.add_argument('--profile', choices=PROFILES, default=None, help='quick, course or paper (default: $ROBUSTML_PROFILE, else course)')
-    r.add_argument('--out', default='results', help='folder for STUDY.json records (default: results)')
+    r.add_argument('--out', default='results', help='folder for STUDY.json records, checked before any work (default: results)')
     r.add_argument('--seed', type=int, default=0)
-    r.add_argument('--debug', action='store_true', help='print tracebacks')
+    r.add_argument('--debug', action='store_true', help='print tracebacks (also: ROBUSTML_DEBUG=1)')
     r.set_defaults(func=cmd_reproduce)
     return p
 
 # %% ../nbs/foundations/09_cli.ipynb #d64655ac
 def main(argv: list[str]|None=None) -> int:
-    "Entry point of the `robustml` console script."
+    "Entry point of the `robustml` console script; returns the exit status (0 done, 1 something failed, 2 bad usage)."
     args = parser().parse_args(argv)
-    if getattr(args, 'profile', None) is None and args.command == 'reproduce': args.profile = get_profile()
-    return args.func(args)
+    try:
+        if os.environ.get('ROBUSTML_PROFILE'): get_profile()   # a bad $ROBUSTML_PROFILE is reported here, before any work
+        if args.command == 'reproduce' and args.profile is None: args.profile = get_profile()
+    except ValueError as e: return _fail(e, 2)
+    try: return args.func(args)
+    except Exception as e:
+        from robustml import datasets as data
+        if isinstance(e, _data_errors(data)): return _fail(e, 1)
+        if _debug(args): raise
+        print(f"robustml: internal error: {_first_line(e)}\n"
+              "robustml: this is a bug; set ROBUSTML_DEBUG=1 to see the traceback, and report it", file=sys.stderr)
+        return 1

@@ -4,7 +4,7 @@
 
 # %% ../nbs/foundations/00_core.ipynb #3959a799
 from __future__ import annotations
-import dataclasses, datetime, json, math, os, platform, random, sys, time
+import dataclasses, datetime, json, math, os, platform, random, sys, tempfile, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +14,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['PROFILES', 'get_profile', 'by_profile', 'set_seed', 'get_device', 'cpu_threads', 'set_threads', 'torch_threads',
-           'omp_threads', 'blas_threads', 'progress', 'parallel_map', 'versions', 'DataInfo', 'Results', 'timed']
+           'omp_threads', 'blas_threads', 'progress', 'parallel_map', 'atomic_write', 'versions', 'DataInfo', 'Results',
+           'timed']
 
 # %% ../nbs/foundations/00_core.ipynb #0bd7b3c9
 def _openmp_loaded() -> bool:
@@ -146,6 +147,29 @@ def parallel_map(fn: Callable, # `fn(item) -> result`; gets its seed from `item`
     items = list(items)
     return Parallel(n_jobs=n_jobs)(delayed(fn)(x) for x in progress(items, desc=desc))
 
+# %% ../nbs/foundations/00_core.ipynb #92751b7b
+_UMASK = os.umask(0o022); os.umask(_UMASK)  # read once at import: `mkstemp` creates 0600 files, saved files get the usual mode
+
+# %% ../nbs/foundations/00_core.ipynb #95441524
+def atomic_write(path: str|Path, # The file to create or replace; its folder is created when missing
+                 write: Callable[[Path], None], # `write(tmp)` writes the whole content to the file `tmp` (exactly that name)
+                ) -> Path: # `path`
+    "Write `path` safely: `write` fills a unique temporary file next to it, which is fsynced and renamed onto `path`."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
 # %% ../nbs/foundations/00_core.ipynb #5b6b1e50
 def _jsonable(o: Any) -> Any:
     "Convert numpy/torch scalars and arrays, paths, dataclasses and non-finite floats into plain JSON values."
@@ -224,12 +248,9 @@ class Results:
         return _jsonable(self)
 
     def save(self, path: str|Path) -> Path:
-        "Write the record as JSON to `path` (atomically: a crash never leaves half a file)."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.part')
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
-        os.replace(tmp, path)
-        return path
+        "Write the record as JSON to `path` with `atomic_write`: readers never see half a file, concurrent saves never fail."
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        return atomic_write(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: str|Path) -> 'Results':

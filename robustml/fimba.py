@@ -43,6 +43,14 @@ __all__ = ['MODELS', 'VARIANTS', 'SUBTYPE_VARIANTS', 'PAPER', 'FIMBA_STEPS', 'Fi
            'fimba_poison', 'summarise_poison', 'plot_poison', 'class_pools', 'subtype_data', 'subtype_split',
            'fimba_subtypes', 'summarise_subtypes', 'plot_subtypes', 'results_table', 'fimba_results', 'run_fimba']
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #7a8b9c0d
+def _check_frac(frac, # How far toward the target a gene moves
+                name: str='frac', # The argument's name, for the message
+               ) -> None:
+    "Raise `ValueError` unless `0 < frac <= 1` (1 copies the target's value; 0 would not attack, above 1 overshoots)."
+    if isinstance(frac, (bool, np.bool_)) or not isinstance(frac, (int, float, np.integer, np.floating)) or not 0 < frac <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], the share of the way toward the target (1 copies it), got {frac!r}")
+
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #4c3953f3
 @dataclass
 class FimbaConfig:
@@ -74,6 +82,14 @@ class FimbaConfig:
     threads: int = 1 # CPU threads for torch and XGBoost
     n_jobs: int|None = None # joblib workers for the sweeps (None: joblib's active setting, 1 when none is set)
     pancan_positive: str = 'BRCA' # Pan-Cancer task: this tumour type (1) against the other four (0)
+
+    def __post_init__(self):
+        _check_frac(self.frac, 'FimbaConfig.frac')
+        if isinstance(self.test_size, bool) or not isinstance(self.test_size, (int, float, np.number)) or not 0 < self.test_size < 1:
+            raise ValueError(f"FimbaConfig.test_size must be a share in (0, 1), got {self.test_size!r}")
+        bad = [r for r in self.poison_rates if isinstance(r, bool) or not isinstance(r, (int, float, np.number)) or not 0 <= r <= 1]
+        if not len(self.poison_rates) or bad:
+            raise ValueError(f"FimbaConfig.poison_rates must be shares of the training set in [0, 1], got {self.poison_rates!r}")
 
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #7824bab4
 def fimba_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
@@ -439,6 +455,27 @@ def plot_top_genes(tables: dict, # {title: output of `top_genes`}
         fig.tight_layout()
     return fig
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #8b9c0d1e
+def _check_ranking(ranking, # Gene columns by decreasing importance
+                   p: int, # Number of columns of X
+                   k, # How many of the top genes the attack moves
+                   name: str='ranking', # The argument's name, for the message
+                  ) -> np.ndarray: # The ranking as an integer array
+    "Raise `ValueError` unless `ranking` lists distinct columns of X and `k` is an integer in 0 ... len(ranking)."
+    ranking = np.asarray(ranking)
+    if ranking.ndim != 1 or not np.issubdtype(ranking.dtype, np.integer) or (ranking.size and (ranking.min() < 0 or ranking.max() >= p)):
+        raise ValueError(f"{name} must be a 1-D array of column indices in [0, {p}), got shape {ranking.shape}, dtype {ranking.dtype}"
+                         + (f", values {ranking.min()} ... {ranking.max()}" if ranking.size and np.issubdtype(ranking.dtype, np.number) else ''))
+    counts = np.bincount(ranking, minlength=p)
+    if counts.max(initial=0) > 1:
+        dup = np.flatnonzero(counts > 1)
+        raise ValueError(f"{name} lists {len(dup)} column(s) more than once ({', '.join(map(str, dup[:5]))}{', ...' if len(dup) > 5 else ''}): "
+                         f"the attack would move fewer than k genes; give each column once (e.g. `ranking(importance)`)")
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    if k > ranking.size: raise ValueError(f"k = {k} exceeds the {ranking.size} ranked columns of X (X has {p}); use k <= {ranking.size}")
+    return ranking
+
 # %% ../nbs/ch4_genomics/40_fimba.ipynb #ec96ccf3
 def fimba_attack_classes(X: np.ndarray, # Samples to attack, n x p (never modified)
                          y: np.ndarray, # Their classes, 0 ... C-1 (which pool each row uses)
@@ -455,12 +492,8 @@ def fimba_attack_classes(X: np.ndarray, # Samples to attack, n x p (never modifi
     y = np.asarray(y).ravel()
     if y.shape != (n,): raise ValueError(f"y must have one label per row of X: {y.shape[0]} labels for {n} rows")
     if not np.isin(y, np.arange(len(pools))).all(): raise ValueError(f"y must hold class indices 0 ... {len(pools) - 1} (one pool per class)")
-    ranking = np.asarray(ranking)
-    if ranking.ndim != 1 or not np.issubdtype(ranking.dtype, np.integer) or (ranking.size and (ranking.min() < 0 or ranking.max() >= p)):
-        raise ValueError(f"ranking must be a 1-D array of column indices in [0, {p})")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k!r}")
-    if k > min(p, ranking.size): raise ValueError(f"k = {k} exceeds the {min(p, ranking.size)} ranked columns of X")
+    ranking = _check_ranking(ranking, p, k)
+    _check_frac(frac)
     names = names or [f'the pool of class {c}' for c in range(len(pools))]
     checked = []
     for c, pool in enumerate(pools):
@@ -525,7 +558,9 @@ def attack_variant(variant: str, # One of `VARIANTS`
                    pred: np.ndarray|None=None, # The model's predictions on X ('paper pool' only)
                   ) -> np.ndarray:
     "The attacked copy of `X` under one variant."
+    if variant not in VARIANTS: raise ValueError(f"unknown variant {variant!r}: choose one of {VARIANTS}")
     p = X.shape[1]
+    rank = _check_ranking(rank, p, k, 'rank'); _check_frac(frac)
     if variant == 'paper pool':  # the public code: the model's own errors on the test set (needs every test label)
         if pred is None: raise ValueError("variant 'paper pool' needs the model's predictions `pred` on X")
         return fimba_attack(X, y, rank, k, X[(y == 0) & (pred == 1)], X[(y == 1) & (pred == 0)], frac)
@@ -894,6 +929,8 @@ def spectral_filter(scores: np.ndarray, labels: np.ndarray, # Scores and labels
                     share: float, # Share of each label to remove
                    ) -> np.ndarray: # Boolean mask of the rows kept
     "Drop the `share` highest-scoring rows of each label."
+    if isinstance(share, bool) or not isinstance(share, (int, float, np.number)) or not 0 <= share <= 1:
+        raise ValueError(f"share must be a fraction of each label's rows in [0, 1], got {share!r}")
     keep = np.ones(len(scores), bool)
     for c in np.unique(labels):
         i = np.flatnonzero(labels == c); n = int(round(share * len(i)))

@@ -10,7 +10,7 @@ import numpy as np
 from .stats import binomial_p, percent, wilson_ci
 
 # %% auto #0
-__all__ = ['plot_item', 'SpotTheFake']
+__all__ = ['plot_item', 'ItemIndexError', 'SpotTheFake']
 
 # %% ../nbs/foundations/07_quiz.ipynb #2f4a6e2a
 def _as_items(items, name: str) -> list[np.ndarray]:
@@ -47,6 +47,10 @@ def plot_item(ax, # A matplotlib axes
     if title: ax.set_title(title, fontsize=9)
     return ax
 
+# %% ../nbs/foundations/07_quiz.ipynb #3e4f5a6b
+class ItemIndexError(IndexError, ValueError):
+    "An item index outside the quiz: an `IndexError` (indexing stops there) and a `ValueError` (a bad argument), like NumPy's `AxisError`."
+
 # %% ../nbs/foundations/07_quiz.ipynb #35fe1fb8
 class SpotTheFake:
     "A seeded reader study: `n` items drawn from `real` and `fake`, shuffled; record answers, then `score()`."
@@ -58,7 +62,11 @@ class SpotTheFake:
                  seed: int=0, # Seed of the draw and the order
                 ):
         real, fake = _as_items(real, 'real'), _as_items(fake, 'fake')
-        if not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer, got {n!r}")
+        shapes_real, shapes_fake = sorted({v.shape for v in real}), sorted({v.shape for v in fake})
+        if len(set(shapes_real) | set(shapes_fake)) > 1:  # a reader could tell them apart by their size alone
+            raise ValueError(f"real and fake items must all have one shape, or the shape gives the answer away: real items "
+                             f"have shape(s) {shapes_real}, fake items {shapes_fake} (after squeezing); crop or resize them to one shape")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer, got {n!r}")
         if not 0 <= fake_share <= 1: raise ValueError(f"fake_share must be in [0, 1], got {fake_share}")
         n_fake = int(round(n * fake_share)); n_real = int(n) - n_fake
         if n_fake > len(fake) or n_real > len(real):
@@ -78,8 +86,10 @@ class SpotTheFake:
     def __getitem__(self, i: int) -> np.ndarray: return self.items[self._check(i)]
 
     def _check(self, i) -> int:
-        if not isinstance(i, (int, np.integer)) or not 0 <= i < len(self):
-            raise IndexError(f"item {i!r} is not in the quiz (0..{len(self) - 1})")
+        "`i` as an `int` when it is the index of an item; else a `ValueError` (not an integer) or an `ItemIndexError`."
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise ValueError(f"i must be an integer item index 0..{len(self) - 1}, got {i!r} ({type(i).__name__})")
+        if not 0 <= i < len(self): raise ItemIndexError(f"item {i!r} is not in the quiz (0..{len(self) - 1})")
         return int(i)
 
     def answer(self,
@@ -89,9 +99,12 @@ class SpotTheFake:
               ) -> None:
         "Record (or overwrite) the answer to item `i`."
         i = self._check(i)
-        if confidence is not None and (not isinstance(confidence, (int, np.integer)) or not 1 <= confidence <= 5):
+        if not isinstance(says_fake, (bool, np.bool_)):  # bool('False') is True: a string must not become an answer
+            raise ValueError(f"says_fake must be True (generated) or False (real), got {says_fake!r} ({type(says_fake).__name__})")
+        if confidence is not None and (isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, np.integer))
+                                       or not 1 <= confidence <= 5):
             raise ValueError(f"confidence must be an integer 1..5 or None, got {confidence!r}")
-        self.says_fake[i] = 1 if bool(says_fake) else 0
+        self.says_fake[i] = 1 if says_fake else 0
         self.confidence[i] = 0 if confidence is None else int(confidence)
 
     @property

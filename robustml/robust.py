@@ -16,7 +16,7 @@ from torch import Tensor
 
 import pandas as pd
 
-from .attacks import apgd, check_attack_inputs, fgsm, pgd, square, top_targets_pgd
+from .attacks import _check_int, _is_num, apgd, check_attack_inputs, check_labels, fgsm, pgd, square, top_targets_pgd
 from .stats import bootstrap_ci, not_worse, percent, wilson_ci
 from .training import _check_xy, accuracy, as_input, correct, eval_mode, model_device, predict
 
@@ -79,6 +79,7 @@ class OverfitGuard:
                  targets: int=0, # 0: PGD with cross-entropy; k > 0: margin PGD toward each of the k likeliest other classes
                 ):
         x, y = _check_xy((x, y), 'OverfitGuard data')
+        check_labels(y, None, 'OverfitGuard')  # against the model's classes at the first measurement
         if not 0 < drop <= 1: raise ValueError(f"OverfitGuard.drop must be in (0, 1], got {drop!r}")
         if eps <= 0 or alpha <= 0 or steps < 1: raise ValueError(f"OverfitGuard needs eps > 0, alpha > 0, steps >= 1; got {eps}, {alpha}, {steps}")
         self.x, self.y, self.eps, self.alpha, self.steps, self.drop = x, y, eps, alpha, steps, drop
@@ -118,6 +119,18 @@ class OverfitGuard:
 
     def __repr__(self): return f"OverfitGuard(n={len(self.x)}, eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, drop={self.drop}, targets={self.targets})"
 
+# %% ../nbs/foundations/06_robust.ipynb #1a2b3c4d
+def _clean_correct(model: nn.Module, # Classifier
+                   data: tuple, # (x, y) tensors in input units
+                   batch_size: int, # Rows per forward pass
+                   name: str, # Who checks, for the messages
+                  ) -> Tensor: # Boolean per example, on the CPU
+    "Whether the model classifies each example correctly, with the labels checked against the model's outputs."
+    x, y = _check_xy(data, f'{name} data')
+    z = predict(model, x, _check_int(batch_size, 'batch_size', 1, name))
+    check_labels(y, z.shape[1], name)
+    return z.argmax(1) == y.cpu()
+
 # %% ../nbs/foundations/06_robust.ipynb #eaf584cf
 def robust_correct(model: nn.Module, # Classifier
                    data: tuple, # (x, y) tensors in input units
@@ -125,12 +138,20 @@ def robust_correct(model: nn.Module, # Classifier
                    batch_size: int=256, # Rows per attack call
                   ) -> Tensor: # Boolean per example, on the CPU
     "Whether each example is still classified correctly after `attack`."
-    x, y = _check_xy(data)
+    x, y = _check_xy(data, 'robust_correct data')
+    batch_size = _check_int(batch_size, 'batch_size', 1, 'robust_correct')
+    if not callable(attack): raise ValueError(f"robust_correct: attack must be a callable (model, x, y) -> x_adv, got {type(attack).__name__}")
+    check_labels(y, None, 'robust_correct')
     dev = model_device(model); out = []
     for i in range(0, len(x), batch_size):
         xb, yb = as_input(x[i:i + batch_size].to(dev)), y[i:i + batch_size].to(dev).long()
         xa = attack(model, xb, yb)
-        out.append(predict(model, xa, batch_size).argmax(1) == yb.cpu())
+        if not isinstance(xa, Tensor) or xa.shape != xb.shape:
+            raise ValueError(f"robust_correct: the attack must return a tensor shaped like its input {tuple(xb.shape)}, got "
+                             f"{tuple(xa.shape) if isinstance(xa, Tensor) else type(xa).__name__}")
+        z = predict(model, xa, batch_size)
+        if i == 0: check_labels(y, z.shape[1], 'robust_correct')  # the model's classes, from logits computed anyway
+        out.append(z.argmax(1) == yb.cpu())
     return torch.cat(out)
 
 # %% ../nbs/foundations/06_robust.ipynb #0d317b25
@@ -146,8 +167,8 @@ def robust_accuracy(model: nn.Module, # Classifier
 def worst_case_correct(model: nn.Module, data: tuple, attacks: Sequence[Callable]|dict, batch_size: int=256) -> Tensor:
     "Per example: correct clean and under every attack in `attacks` (a list or a name -> attack dict)."
     atts = list(attacks.values()) if isinstance(attacks, dict) else list(attacks)
-    if not atts: raise ValueError("worst_case_correct needs at least one attack")
-    ok = correct(model, *data, batch_size=batch_size)
+    if not atts: raise ValueError("worst_case_correct: attacks is empty; pass at least one attack (model, x, y) -> x_adv")
+    ok = _clean_correct(model, data, batch_size, 'worst_case_correct')
     for a in atts: ok &= robust_correct(model, data, a, batch_size)
     return ok
 
@@ -168,8 +189,10 @@ def success_rate(model: nn.Module, # Classifier
                  batch_size: int=512,
                 ) -> float: # Fraction of correctly classified inputs whose prediction the attack changes to a wrong one (NaN if none are correct)
     "Attack success rate on the inputs the model classifies correctly."
-    if x_adv.shape != x.shape: raise ValueError(f"x_adv must have x's shape {tuple(x.shape)}, got {tuple(x_adv.shape)}")
-    ok = correct(model, x, y, batch_size)
+    if not isinstance(x_adv, Tensor) or not isinstance(x, Tensor) or x_adv.shape != x.shape:
+        raise ValueError(f"success_rate: x_adv must be a tensor with x's shape {tuple(getattr(x, 'shape', ()))}, got "
+                         f"{tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__}")
+    ok = _clean_correct(model, (x, y), batch_size, 'success_rate')
     if not bool(ok.any()): return math.nan
     flipped = ~correct(model, x_adv, y, batch_size)
     return (flipped & ok).sum().item() / ok.sum().item()
@@ -185,9 +208,14 @@ def accuracy_vs_eps(model: nn.Module, # Classifier
                    ) -> 'pd.DataFrame': # Columns eps, accuracy (and ci_low, ci_high)
     "Accuracy under `attack_fn` for each budget in `eps_list`."
     import pandas as pd
+    batch_size = _check_int(batch_size, 'batch_size', 1, 'accuracy_vs_eps')
+    eps_list = list(eps_list)
+    if not eps_list: raise ValueError("accuracy_vs_eps: eps_list is empty; give at least one budget, e.g. [0., 8/255]")
+    bad = [e for e in eps_list if not _is_num(e) or e < 0]
+    if bad: raise ValueError(f"accuracy_vs_eps: every budget in eps_list must be a finite number >= 0, got {bad}")
     rows = []
     for e in eps_list:
-        ok = correct(model, x, y, batch_size) if e == 0 else robust_correct(model, (x, y), lambda m, a, b: attack_fn(m, a, b, e), batch_size)
+        ok = _clean_correct(model, (x, y), batch_size, 'accuracy_vs_eps') if e == 0 else robust_correct(model, (x, y), lambda m, a, b: attack_fn(m, a, b, e), batch_size)
         r = {'eps': float(e), 'accuracy': ok.float().mean().item()}
         if ci: r['ci_low'], r['ci_high'] = bootstrap_ci(ok)
         rows.append(r)
@@ -269,9 +297,12 @@ def autoattack(model: nn.Module, # Classifier that takes inputs in input units
                keep_inputs: bool=True, # Keep the worst-case inputs in the result
               ) -> AutoAttackResult:
     "AutoAttack-style evaluation: attacks in sequence, each on the examples still classified correctly; per-example worst case."
-    check_attack_inputs(x, y, eps, bounds=bounds, mask=mask)
+    check_attack_inputs(x, y, eps, bounds=bounds, mask=mask, name='autoattack')
+    batch_size = _check_int(batch_size, 'batch_size', 1, 'autoattack')
+    if norm not in ('linf', 'l2'): raise ValueError(f"autoattack: norm must be 'linf' or 'l2', got {norm!r}")
     dev = model_device(model)
     with eval_mode(model), torch.no_grad(): n_classes = model(x[:1].to(dev)).shape[1]
+    check_labels(y, n_classes, 'autoattack')  # a label the model cannot output is an error, not an example already broken
     stages = _stages(version, n_classes, norm)
     broken = np.full(len(x), '', dtype=object); x_adv = x.detach().clone() if keep_inputs else None
     clean = np.zeros(len(x), bool)
@@ -306,6 +337,8 @@ def masking_diagnostics(model: nn.Module, # Classifier that takes inputs in inpu
                        ) -> pd.DataFrame:
     "Four warning signs of gradient masking (Athalye et al. 2018; Carlini et al. 2019), each a paired test on the same examples."
     if bounds is None: raise ValueError("masking_diagnostics needs finite bounds for its unbounded-attack check")
+    check_attack_inputs(x, y, eps, bounds=bounds, name='masking_diagnostics')
+    _check_int(steps, 'steps', 1, 'masking_diagnostics'); _check_int(queries, 'queries', 1, 'masking_diagnostics')
     lo, hi = bounds
     dev = model_device(model)
     with torch.random.fork_rng(devices=[] if dev.type == 'cpu' else [dev]):

@@ -13,7 +13,7 @@ from .core import DataInfo, Results, get_profile, set_seed
 
 # %% auto #0
 __all__ = ['STUDIES', 'STUDY_LIST', 'Study', 'register_study', 'depends_on', 'load_studies', 'get_study', 'run_order',
-           'results_dir', 'find_record', 'format_table', 'results_text']
+           'results_dir', 'find_record', 'format_table', 'results_text', 'results_frame']
 
 # %% ../nbs/foundations/08_studies.ipynb #2a077a19
 @dataclass
@@ -140,3 +140,13 @@ def results_text(res: Results) -> str:
     cmp = [{'metric': k, 'paper': v, 'ours': res.metrics.get(k)} for k, v in res.paper.items()]
     out += ['', 'paper vs ours:', format_table(cmp, ['metric', 'paper', 'ours']) if cmp else '(no published numbers to compare)']
     return '\n'.join(out)
+
+# %% ../nbs/foundations/08_studies.ipynb #7c30e9bf
+def results_frame(rows: list[dict], # Rows `quantity, paper, ours, ci, note` (percent), as in `Results.table`
+                 ) -> 'pandas.DataFrame':
+    "A results table for people: percent with one decimal, intervals as [low, high], '-' for missing; `quantity` as index."
+    import pandas as pd
+    f = lambda v: '-' if v is None else f'{v:.1f}'
+    return pd.DataFrame([{'quantity': r['quantity'], 'paper': f(r.get('paper')), 'ours': f(r.get('ours')),
+                          '95% CI': '-' if r.get('ci') is None else f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]",
+                          'note': r.get('note', '')} for r in rows]).set_index('quantity')

@@ -174,12 +174,9 @@ def cpu_state(model: nn.Module, # Model whose weights to copy
 def save_state(model: nn.Module|dict, # A model or a state dict
                path: str|Path, # Destination file
               ) -> Path:
-    "Save a state dict atomically (a crash never leaves half a file)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "Save a state dict with `core.atomic_write` (a crash never leaves half a file; concurrent saves never fail)."
     state = model.state_dict() if isinstance(model, nn.Module) else model
-    tmp = path.with_name(path.name + '.part')
-    torch.save(state, tmp); os.replace(tmp, path)
-    return path
+    return core.atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 # %% ../nbs/foundations/04_training.ipynb #6a1932fb
 def load_state(model: nn.Module, # Model to load into

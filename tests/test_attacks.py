@@ -407,3 +407,129 @@ def test_top_targets_pgd_no_weaker_than_ce(trained):
     only_t, only_p = int((t & ~p).sum()), int((p & ~t).sum())
     assert only_t - only_p <= 3 * math.sqrt(only_t + only_p), (only_t, only_p)   # McNemar, 3 sd
     with pytest.raises(ValueError, match='targets'): top_targets_pgd(model, x[:4], y[:4], 0.1, 0.02, 2, targets=4)
+
+
+# ---------------------------------------------------------------- one input check for attacks and evaluators (issue 23)
+from robustml.attacks import check_batch, check_labels, top_targets_pgd
+from robustml.robust import accuracy_vs_eps, robust_accuracy, success_rate, worst_case_accuracy, worst_case_correct
+
+ATTACKS = {'fgsm': lambda m, x, y: fgsm(m, x, y, 0.1),
+           'pgd': lambda m, x, y: pgd(m, x, y, 0.1, 0.02, 2),
+           'top_targets_pgd': lambda m, x, y: top_targets_pgd(m, x, y, 0.1, 0.02, 2, targets=1),
+           'apgd': lambda m, x, y: apgd(m, x, y, 0.1, 2),
+           'square': lambda m, x, y: square(m, x, y, 0.1, 2),
+           'autoattack': lambda m, x, y: autoattack(m, x, y, 0.1, version='course')}
+
+
+@pytest.mark.parametrize('name', list(ATTACKS))
+@pytest.mark.parametrize('labels', [[7, 0, 1, 2], [-1, 0, 1, 2], [3, 0, 1, 2]])
+def test_labels_outside_the_models_classes_raise(name, labels):
+    "Labels a three-class model cannot output are an error, never examples counted as already misclassified."
+    model, x = small_cnn(n_classes=3), torch.rand(4, 3, 8, 8)
+    with pytest.raises(ValueError, match=rf'{name}: y must hold class indices') as e: ATTACKS[name](model, x, torch.tensor(labels))
+    assert str(labels[0]) in str(e.value) and ('0 ... 2' in str(e.value) or labels[0] < 0)
+
+
+def test_autoattack_with_bad_labels_no_longer_reports_robust_accuracy():
+    "The issue's case: 7 of 3 classes (and -1) used to count as broken 'clean' and give 75% robust accuracy."
+    model, x = small_cnn(n_classes=3), torch.rand(4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r'autoattack: y must hold class indices 0 \.\.\. 2 \(the model has 3 outputs\)'):
+        autoattack(model, x, torch.tensor([7, 0, 1, 2]), 0.05, version='course')
+    with pytest.raises(ValueError, match=r'autoattack: y must hold class indices >= 0.*values -1'):
+        autoattack(model, x, torch.tensor([-1, 0, 1, 2]), 0.05, version='course')
+    res = autoattack(model, x, torch.tensor([2, 0, 1, 2]), 0.05, version='course')   # valid labels still run
+    assert res.n == 4 and set(res.broken_by) <= {'', 'clean', 'apgd-ce', 'apgd-t-margin', 'square'}
+
+
+def test_smooth_pgd_and_targeted_labels_checked():
+    model, s = small_1d(n_classes=3), torch.randn(4, 1, 50)
+    with pytest.raises(ValueError, match='smooth_pgd: y must hold class indices 0 ... 2'):
+        smooth_pgd(model, s, torch.tensor([0, 1, 2, 3]), 0.1, 0.01, 2, init=s)
+    with pytest.raises(ValueError, match='pgd: y must hold class indices'):   # via its internal PGD run
+        smooth_pgd(model, s, torch.tensor([0, 1, 2, 5]), 0.1, 0.01, 2)
+    cnn, x = small_cnn(n_classes=4), torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match='pgd: y must hold class indices 0 ... 3'):   # targets are checked like labels
+        pgd(cnn, x, torch.tensor([4, 0]), 0.1, 0.02, 2, targeted=True)
+
+
+@pytest.mark.parametrize('name', list(ATTACKS))
+def test_bad_batches_raise_for_every_attack(name):
+    model, x, y = small_cnn(n_classes=4), torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    att = ATTACKS[name]
+    with pytest.raises(ValueError, match=f'{name}: x is an empty batch'): att(model, x[:0], y[:0])
+    with pytest.raises(ValueError, match='integer class labels'): att(model, x, y.float())
+    with pytest.raises(ValueError, match='integer class labels'): att(model, x, y.bool())
+    with pytest.raises(ValueError, match=r'y must have shape \(4,\)'): att(model, x, y[:3])
+    with pytest.raises(ValueError, match=r'y must have shape \(4,\)'): att(model, x, y[:, None])
+    for v in (float('nan'), float('inf'), -float('inf')):
+        xb = x.clone(); xb[1, 0, 2, 2] = v
+        with pytest.raises(ValueError, match='NaN or infinite values'): att(model, xb, y)
+    with pytest.raises(ValueError, match='outside bounds'): att(model, x + 1, y)
+    with pytest.raises(ValueError, match='floating-point'): att(model, (x * 255).to(torch.uint8), y)
+
+
+def test_negative_eps_and_counts_raise():
+    model, x, y = small_cnn(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1])
+    for fn in (lambda e: fgsm(model, x, y, e), lambda e: apgd(model, x, y, e, 2), lambda e: square(model, x, y, e, 2),
+               lambda e: autoattack(model, x, y, e, version='course'), lambda e: top_targets_pgd(model, x, y, e, 0.01, 2)):
+        with pytest.raises(ValueError, match='eps must be a finite number >= 0, got -0.1'): fn(-0.1)
+    with pytest.raises(ValueError, match='square: queries must be an integer >= 1, got 0'): square(model, x, y, 0.1, 0)
+    with pytest.raises(ValueError, match='pgd: steps'): pgd(model, x, y, 0.1, 0.01, 2.0)
+    with pytest.raises(ValueError, match='restarts'): pgd(model, x, y, 0.1, 0.01, 2, restarts=True)
+    with pytest.raises(ValueError, match='top_targets_pgd: targets'): top_targets_pgd(model, x, y, 0.1, 0.01, 2, targets=0)
+
+
+def test_check_batch_and_check_labels_directly():
+    x, y = torch.rand(3, 2), torch.tensor([0, 1, 2])
+    assert check_batch(x, y) is None and check_batch(x, y, n_classes=3) is None
+    assert check_batch(x, y.to(torch.uint8), n_classes=3) is None and check_batch(x, y.int(), n_classes=3) is None
+    with pytest.raises(ValueError, match=r'got 1 of 3 labels outside that range \(values 2\)'): check_batch(x, y, n_classes=2)
+    with pytest.raises(ValueError, match='class indices >= 0'): check_labels(torch.tensor([0, -3]))
+    with pytest.raises(ValueError, match='torch tensor'): check_batch(x.numpy(), y)
+    with pytest.raises(ValueError, match='torch tensor'): check_batch(x, [0, 1, 2])
+    with pytest.raises(ValueError, match='batched'): check_batch(torch.rand(3), y)
+    check_labels(torch.zeros(0, dtype=torch.long), 3)   # nothing to check
+
+
+class Counting(nn.Module):
+    "Counts forward passes."
+    def __init__(self, m): super().__init__(); self.m, self.calls = m, 0
+    def forward(self, x): self.calls += 1; return self.m(x)
+
+
+def test_label_check_costs_no_forward_pass():
+    x, y = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    m = Counting(small_cnn()); fgsm(m, x, y, 0.1); assert m.calls == 1
+    m = Counting(small_cnn()); pgd(m, x, y, 0.1, 0.02, 5); assert m.calls == 5
+    s = torch.randn(2, 1, 30); m = Counting(small_1d()); smooth_pgd(m, s, torch.tensor([0, 1]), 0.1, 0.01, 4, init=s); assert m.calls == 4
+
+
+def test_evaluators_check_labels_and_batch_size():
+    model, x = small_cnn(n_classes=3), torch.rand(4, 3, 8, 8)
+    ident = lambda m, a, b: a
+    bad = torch.tensor([0, 1, 2, 7])
+    for call in (lambda y: robust_correct(model, (x, y), ident), lambda y: robust_accuracy(model, (x, y), ident),
+                 lambda y: worst_case_accuracy(model, (x, y), [ident]), lambda y: success_rate(model, x, y, x),
+                 lambda y: accuracy_vs_eps(model, x, y, lambda m, a, b, e: a, [0., 0.1])):
+        with pytest.raises(ValueError, match=r'y must hold class indices 0 \.\.\. 2'): call(bad)
+        with pytest.raises(ValueError, match='class indices'): call(torch.tensor([0, -1, 1, 2]))
+    e0 = torch.zeros(0, dtype=torch.long)
+    for call in (lambda: robust_correct(model, (x[:0], e0), ident), lambda: success_rate(model, x[:0], e0, x[:0]),
+                 lambda: accuracy_vs_eps(model, x[:0], e0, lambda m, a, b, e: a, [0.])):
+        with pytest.raises(ValueError, match='empty'): call()
+    y = torch.tensor([0, 1, 2, 0])
+    for b in (0, -1, 1.5, True):
+        for call in (lambda: autoattack(model, x, y, 0.05, version='course', batch_size=b),
+                     lambda: robust_correct(model, (x, y), ident, batch_size=b),
+                     lambda: worst_case_correct(model, (x, y), [ident], batch_size=b),
+                     lambda: success_rate(model, x, y, x, batch_size=b),
+                     lambda: accuracy_vs_eps(model, x, y, lambda m, a, b_, e: a, [0.1], batch_size=b)):
+            with pytest.raises(ValueError, match=rf'batch_size must be an integer >= 1, got {b!r}'): call()
+    with pytest.raises(ValueError, match='shaped like its input'): robust_correct(model, (x, y), lambda m, a, b: a[:, :1])
+    with pytest.raises(ValueError, match='eps_list is empty'): accuracy_vs_eps(model, x, y, lambda m, a, b, e: a, [])
+    with pytest.raises(ValueError, match='eps_list'): accuracy_vs_eps(model, x, y, lambda m, a, b, e: a, [0.1, float('nan')])
+    with pytest.raises(ValueError, match="norm must be 'linf' or 'l2'"): autoattack(model, x, y, 0.05, norm='l1')
+    # valid batch sizes: the same answer whatever the batching
+    torch.manual_seed(0); a = robust_correct(model, (x, y), lambda m, a, b: fgsm(m, a, b, 0.1), batch_size=1)
+    torch.manual_seed(0); b = robust_correct(model, (x, y), lambda m, a, b: fgsm(m, a, b, 0.1), batch_size=np.int64(3))
+    assert torch.equal(a, b)

@@ -86,3 +86,77 @@ def test_run_colours_are_stable_across_processes():
     outs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'PYTHONHASHSEED': s},
                            check=True).stdout for s in ('1', '2')}
     assert outs == {f"{run_color('some unnamed run')} {run_color('corrected')}\n"} and run_color('some unnamed run') in PALETTE
+
+
+# --- safe saves: `atomic_write`, `Results.save`, `save_state` --------------------------------------------------------
+
+def _record(i: int) -> Results:
+    "A record whose JSON is large enough (~100 kB) that a torn write would be visible to a reader."
+    return Results('demo', 'quick', DataInfo('toy', 'synthetic'), metrics={'i': i}, table=[{'row': j, 'w': i} for j in range(2000)])
+
+
+def _save_many(args):
+    "Process worker: save `n` records to `path` (module level, so it pickles)."
+    path, start, n = args
+    for i in range(start, start + n): _record(i).save(path)
+    return n
+
+
+def test_atomic_write_creates_folder_and_mode(tmp_path):
+    from robustml.core import atomic_write
+    p = atomic_write(tmp_path/'a'/'b'/'x.txt', lambda t: t.write_text('hi'))
+    assert p == tmp_path/'a'/'b'/'x.txt' and p.read_text() == 'hi'
+    old = os.umask(0o022); os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~old  # not mkstemp's private 0600
+    assert [q.name for q in p.parent.iterdir()] == ['x.txt']
+
+
+@pytest.mark.parametrize('exc', [OSError('disk full'), KeyboardInterrupt()])
+def test_atomic_write_failure_keeps_old_file(tmp_path, exc):
+    from robustml.core import atomic_write
+    p = tmp_path/'rec.json'
+    p.write_text('{"old": 1}')
+    def write(t):
+        t.write_text('{"new": ')  # half written, then the failure
+        raise exc
+    with pytest.raises(type(exc)): atomic_write(p, write)
+    assert json.loads(p.read_text()) == {'old': 1}
+    assert sorted(q.name for q in tmp_path.iterdir()) == ['rec.json']  # no temporary file left behind
+
+
+def test_results_save_failure_keeps_old_record(tmp_path):
+    p = _record(1).save(tmp_path/'demo.json')
+    bad = _record(2); bad.metrics['x'] = object.__new__(type('Odd', (), {'__str__': lambda s: 1/0}))
+    with pytest.raises(ZeroDivisionError): bad.save(p)
+    assert Results.load(p).metrics == {'i': 1} and sorted(q.name for q in tmp_path.iterdir()) == ['demo.json']
+
+
+def test_concurrent_saves_threads_and_reader(tmp_path):
+    "Many threads save to one path while a reader keeps parsing it: no writer fails, the reader never sees half a file."
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    p = tmp_path/'out'/'demo.json'
+    _record(-1).save(p)
+    stop, seen, bad = threading.Event(), [], []
+    def reader():
+        while not stop.is_set():
+            try: seen.append(json.loads(p.read_text())['metrics']['i'])
+            except Exception as e: bad.append(repr(e))
+    t = threading.Thread(target=reader); t.start()
+    try:
+        with ThreadPoolExecutor(8) as ex: list(ex.map(lambda i: _record(i).save(p), range(64)))
+    finally:
+        stop.set(); t.join()
+    assert bad == [] and len(seen) > 0
+    assert Results.load(p).metrics['i'] in range(64)
+    assert sorted(q.name for q in p.parent.iterdir()) == ['demo.json']
+
+
+def test_concurrent_saves_processes(tmp_path):
+    "Writers in separate processes (the old fixed `.part` name made them fail each other) all succeed."
+    import multiprocessing as mp
+    p = tmp_path/'demo.json'
+    with mp.get_context('spawn').Pool(4) as pool:
+        assert pool.map(_save_many, [(p, 100*k, 10) for k in range(4)]) == [10]*4
+    assert Results.load(p).metrics['i'] in {100*k + i for k in range(4) for i in range(10)}
+    assert sorted(q.name for q in tmp_path.iterdir()) == ['demo.json']

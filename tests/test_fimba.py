@@ -1,5 +1,5 @@
 "Tests of robustml.fimba (chapter 4): the attack's contract, TreeSHAP, leak-free preparation, the VAE's KL, the detectors, the CLI."
-import json, math, os, shutil, subprocess, sys
+import dataclasses, json, math, os, shutil, subprocess, sys
 
 import numpy as np
 import pytest
@@ -246,3 +246,62 @@ def test_three_class_bad_input_and_pools():
     np.testing.assert_array_equal(p['pools'][1], Xtr[ytr != 1])     # none: the other classes are the fallback
     np.testing.assert_array_equal(p['pools'][2], Xtr[[4, 5]])
     assert p['sizes'] == [1, 0, 2] and p['fallback'] == [False, True, False]
+
+
+# ---------------------------------------------------------------- rankings, k and fractions checked (issue 23)
+@pytest.mark.parametrize('rank', [[0, 0, 1, 2, 3, 4, 5], [3, 1, 3], [6, 5, 4, 3, 2, 1, 6]])
+def test_ranking_with_duplicates_raises(rank):
+    "A duplicate would move fewer than k genes without a word: refused whatever k is."
+    X, y, pn, pp = _data()
+    dup = [c for c in set(rank) if rank.count(c) > 1]
+    for k in (1, len(rank)):
+        with pytest.raises(ValueError, match=rf'ranking lists 1 column\(s\) more than once \({dup[0]}\)'):
+            F.fimba_attack(X, y, np.array(rank), k, pn, pp)
+        with pytest.raises(ValueError, match='more than once'):
+            F.fimba_attack_classes(X, y, np.array(rank), k, [pn, pp])
+        with pytest.raises(ValueError, match='rank lists'):
+            F.attack_variant('top uniform', X, y, np.array(rank), k, dict(neg=pn, pos=pp), X, y, np.random.default_rng(0))
+
+
+def test_partial_rankings_and_k():
+    "A ranking may list fewer columns than X has; k may not exceed it, nor the columns of X."
+    X, y, pn, pp = _data()
+    out = F.fimba_attack(X, y, np.array([5, 2]), 2, pn, pp)
+    np.testing.assert_allclose(out, _reference(X, y, [5, 2], 2, pn, pp, 8 / 9), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r'k = 3 exceeds the 2 ranked columns of X \(X has 7\)'): F.fimba_attack(X, y, np.array([5, 2]), 3, pn, pp)
+    with pytest.raises(ValueError, match='k = 8 exceeds the 7 ranked columns'): F.fimba_attack(X, y, np.arange(7), 8, pn, pp)
+    with pytest.raises(ValueError, match='k must be a non-negative integer'): F.fimba_attack(X, y, np.arange(7), True, pn, pp)
+    with pytest.raises(ValueError, match=r'column indices in \[0, 7\)'): F.fimba_attack(X, y, np.arange(7.), 2, pn, pp)
+    rng = np.random.default_rng(0)
+    for variant in ('fimba', 'brute force', 'random genes'):
+        with pytest.raises(ValueError, match='k = 9 exceeds'):
+            F.attack_variant(variant, X, y, np.arange(7), 9, dict(neg=pn, pos=pp), X, y, rng)
+
+
+@pytest.mark.parametrize('frac', [0, 0.0, -0.1, 1.0001, 2, float('nan'), float('inf'), True, '0.5', None])
+def test_frac_out_of_range_raises(frac):
+    X, y, pn, pp = _data()
+    with pytest.raises(ValueError, match=r'frac must be a number in \(0, 1\]'): F.fimba_attack(X, y, np.arange(7), 2, pn, pp, frac=frac)
+    with pytest.raises(ValueError, match='frac'):
+        F.attack_variant('opposite', X, y, np.arange(7), 2, dict(neg=pn, pos=pp), X, y, np.random.default_rng(0), frac=frac)
+    with pytest.raises(ValueError, match=r'FimbaConfig.frac must be a number in \(0, 1\]'):
+        dataclasses.replace(F.fimba_config('quick'), frac=frac)
+
+
+@pytest.mark.parametrize('frac', [1e-3, 0.5, 8 / 9, 1, np.float32(0.25)])
+def test_valid_fracs_follow_the_contract(frac):
+    X, y, pn, pp = _data()
+    np.testing.assert_allclose(F.fimba_attack(X, y, np.arange(7), 4, pn, pp, frac=frac),
+                               _reference(X, y, np.arange(7), 4, pn, pp, frac), rtol=0, atol=1e-6)
+
+
+def test_config_and_filter_fractions():
+    cfg = F.fimba_config('quick')
+    for kw in (dict(test_size=0.), dict(test_size=1.), dict(test_size=-0.2), dict(poison_rates=(0., 1.2)),
+               dict(poison_rates=(-0.1,)), dict(poison_rates=())):
+        with pytest.raises(ValueError, match='FimbaConfig.(test_size|poison_rates)'): dataclasses.replace(cfg, **kw)
+    assert dataclasses.replace(cfg, poison_rates=(0., 1.)).poison_rates == (0., 1.)
+    s, lab = np.arange(6.), np.array([0, 0, 0, 1, 1, 1])
+    for share in (-0.1, 1.5, float('nan')):
+        with pytest.raises(ValueError, match=r'share must be a fraction .* in \[0, 1\]'): F.spectral_filter(s, lab, share)
+    assert F.spectral_filter(s, lab, 1 / 3).tolist() == [True, True, False, True, True, False]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from robustml import mammo
 from robustml.cli import main as cli_main
 from robustml.core import Results
+from robustml.datasets import DataError
 
 
 def _film(lesions=(), size=1024):
@@ -134,7 +135,7 @@ def test_same_budget_baselines():
 
 def test_missing_info_txt(mias_dir):
     (mias_dir / 'Info.txt').unlink()
-    with pytest.raises(FileNotFoundError, match='Info.txt'): mammo.load_mammo_data(_cfg(), path=mias_dir)
+    with pytest.raises(DataError, match='Info.txt'): mammo.load_mammo_data(_cfg(), path=mias_dir)
 
 
 def test_wrong_image_size(mias_dir):

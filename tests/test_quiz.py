@@ -89,3 +89,51 @@ def test_widget_builds():
     q = SpotTheFake(rng.random((4, 8, 8)), rng.random((4, 8, 8)), n=2)
     w = q.widget()
     assert w is not None
+
+
+# ---------------------------------------------------------------- answers that are answers, items that do not give it away (issue 23)
+from robustml.quiz import ItemIndexError
+
+
+@pytest.mark.parametrize('real_shape,fake_shape', [((8, 8), (8, 9)), ((8, 8), (16, 16)), ((50,), (49,)), ((8, 8), (64,))])
+def test_items_of_different_shapes_are_refused(real_shape, fake_shape):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match='one shape, or the shape gives the answer away') as e:
+        SpotTheFake(rng.random((4, *real_shape)), rng.random((4, *fake_shape)), n=4)
+    assert str(real_shape) in str(e.value) and str(fake_shape) in str(e.value)
+
+
+def test_mixed_shapes_within_a_set_are_refused():
+    rng = np.random.default_rng(0)
+    real = [rng.random(50), rng.random(50), rng.random(60)]
+    with pytest.raises(ValueError, match=r'real items have shape\(s\) \[\(50,\), \(60,\)\]'): SpotTheFake(real, rng.random((3, 50)), n=2)
+
+
+def test_same_shape_after_squeezing_is_fine():
+    rng = np.random.default_rng(0)
+    q = SpotTheFake(rng.random((4, 1, 8, 8)), rng.random((4, 8, 8)), n=4)
+    assert {q[i].shape for i in range(4)} == {(8, 8)}
+
+
+@pytest.mark.parametrize('value', ['False', 'True', 'fake', 0, 1, 1.0, None, [True], np.int64(1)])
+def test_answer_takes_only_booleans(quiz, value):
+    with pytest.raises(ValueError, match=r'says_fake must be True \(generated\) or False \(real\), got'):
+        quiz.answer(0, value)
+    assert quiz.says_fake[0] == -1, "a refused answer must not be recorded"
+
+
+def test_answer_accepts_python_and_numpy_booleans(quiz):
+    quiz.answer(0, False); quiz.answer(1, True); quiz.answer(np.int64(2), np.bool_(True)); quiz.answer(3, np.bool_(False), confidence=np.int8(2))
+    assert list(quiz.says_fake[:4]) == [0, 1, 1, 0] and quiz.confidence[3] == 2
+
+
+def test_bad_indices(quiz):
+    for i in (20, -1, 100):
+        with pytest.raises(ItemIndexError, match=rf'item {i} is not in the quiz \(0\.\.19\)'): quiz.answer(i, True)
+        with pytest.raises(ValueError): quiz[i]   # an ItemIndexError is both an IndexError and a ValueError
+        with pytest.raises(IndexError): quiz[i]
+    for i in (True, 1.0, '3', None):
+        with pytest.raises(ValueError, match=r'i must be an integer item index 0\.\.19'): quiz.answer(i, True)
+    with pytest.raises(ValueError, match='confidence'): quiz.answer(0, True, confidence=True)
+    with pytest.raises(ValueError, match='n must'): SpotTheFake(np.zeros((4, 2, 2)), np.ones((4, 2, 2)), n=True)
+    assert list(quiz) == quiz.items   # iteration still stops at the end

@@ -70,6 +70,23 @@ def test_best_state_selected_on_validation_and_checkpoint(tmp_path):
     assert list(df.columns[:4]) == ['train_loss', 'train_acc', 'val_loss', 'val_acc'] and len(df) == 4
 
 
+def test_save_state_is_atomic_and_concurrent(tmp_path, monkeypatch):
+    "Weights go through `atomic_write`: threads saving to one path all succeed, a failed save keeps the old file."
+    from concurrent.futures import ThreadPoolExecutor
+    p = tmp_path / 'w' / 'net.pt'
+    states = [{'w': torch.full((64, 64), float(i))} for i in range(16)]
+    with ThreadPoolExecutor(4) as ex: assert list(ex.map(lambda s: save_state(s, p), states)) == [p] * 16
+    v = float(torch.load(p, weights_only=True)['w'][0, 0]); assert v in range(16)
+    assert [q.name for q in p.parent.iterdir()] == ['net.pt']
+    def broken(obj, f): open(f, 'wb').write(b'PK half'); raise OSError('disk full')
+    monkeypatch.setattr(torch, 'save', broken)
+    with pytest.raises(OSError, match='disk full'): save_state(states[0], p)
+    monkeypatch.undo()
+    assert float(torch.load(p, weights_only=True)['w'][0, 0]) == v and [q.name for q in p.parent.iterdir()] == ['net.pt']
+    m = load_state(nn.Linear(64, 64, bias=False), save_state(nn.Linear(64, 64, bias=False).state_dict(), tmp_path / 'lin.pt'))
+    assert isinstance(m, nn.Linear)
+
+
 def test_fit_is_reproducible_and_leaves_no_val_influence():
     x, y = blobs(200)
     h1 = fit(m1 := mlp(), (x, y), epochs=2, batch_size=32, seed=3, progress=False)

@@ -21,11 +21,12 @@ from ..datasets.images import CIFAR10_CLASSES, load_cifar10, synthetic_images
 from ..attacks import Normalize, pgd
 from ..robust import OverfitGuard
 from ..stats import bootstrap_ci
+from ..studies import results_frame # re-exported: the chapter-1 pages take it from here
 from ..training import as_input, cpu_state
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'SEED_EPS', 'EPS5', 'EPS8', 'PAPER', 'CifarSizes', 'CifarData', 'load_chapter_data',
-           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'run_provenance', 'results_frame', 'plot_adv_grid']
+           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'run_provenance', 'plot_adv_grid']
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #8566ffe3
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465) # the seed's per-channel normalisation mean ...
@@ -149,16 +150,6 @@ def run_provenance(device: torch.device|str, # The device the run trained on
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'
     return f"commit {commit or 'unknown'}, device {dev.type} ({name})"
-
-# %% ../../nbs/ch1_cifar/13_common.ipynb #2bcaed53
-def results_frame(rows: list[dict], # Rows `quantity, paper, ours, ci, note` (percent)
-                 ):
-    "A results table for people: percent with one decimal, intervals as [low, high], '-' for missing; `quantity` as index."
-    import pandas as pd
-    f = lambda v: '-' if v is None else f'{v:.1f}'
-    return pd.DataFrame([{'quantity': r['quantity'], 'paper': f(r.get('paper')), 'ours': f(r.get('ours')),
-                          '95% CI': '-' if r.get('ci') is None else f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]",
-                          'note': r.get('note', '')} for r in rows]).set_index('quantity')
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #ef118936
 def _show(ax, img: Tensor, title: str=''):

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/foundations/03_datasets.ipynb #ff1fb9c5
 from __future__ import annotations
-import gzip, hashlib, http.client, io, os, re, tempfile, urllib.error, urllib.request, zipfile
+import gzip, hashlib, http.client, io, json, os, re, shutil, tempfile, urllib.error, urllib.request, warnings, zipfile, zlib
 from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +15,10 @@ import numpy as np
 from ..core import get_profile, progress
 
 # %% auto #0
-__all__ = ['DATASETS', 'Form', 'Dataset', 'get_dataset', 'DataUnavailable', 'ChecksumError', 'cache_dir', 'data_roots', 'locate',
-           'have', 'file_hash', 'verify_form', 'download_file', 'find', 'fetch', 'status', 'status_all', 'verify',
-           'use_real', 'cached_arrays', 'stratified_subset']
+__all__ = ['DATASETS', 'Form', 'Dataset', 'DataError', 'ChecksumError', 'UnknownDataset', 'get_dataset', 'DataUnavailable',
+           'cache_dir', 'data_roots', 'locate', 'have', 'file_hash', 'form_problems', 'verify_form', 'download_file',
+           'find', 'fetch', 'status', 'status_all', 'check', 'verify', 'use_real', 'cached_arrays', 'Source', 'source',
+           'stratified_subset']
 
 # %% ../../nbs/foundations/03_datasets.ipynb #34cbdc39
 @dataclass
@@ -70,27 +71,80 @@ def _under(prefix: str) -> dict:
     p = prefix.rstrip('/') + '/'
     return {k[len(p):]: v for k, v in _SUMS.items() if k.startswith(p)}
 
+# %% ../../nbs/foundations/03_datasets.ipynb #19b1e7bf
+def _default_fix(dataset: str|None, # Registry name, if known
+                 file: str|None, # The file at fault, if known
+                ) -> str: # The usual repair, in words
+    "Replace the file with the original; `robustml data fetch NAME` downloads a verified copy (or checks one put in place)."
+    d = DATASETS.get(dataset) if dataset else None
+    what = f"replace {file} with an intact copy of the original" if file else "replace the copy with an intact one"
+    if d is None: return what
+    if any(f.url for f in d.forms):
+        return (f"{what}, or delete the dataset's copy and run `robustml data fetch {dataset}` to download a verified one "
+                f"(`robustml data verify {dataset}` lists every bad file)")
+    return (f"{what} ({d.manual or 'from ' + d.homepage}); then `robustml data fetch {dataset}` checks it "
+            f"(`robustml data verify {dataset}` lists every bad file)")
+
+# %% ../../nbs/foundations/03_datasets.ipynb #598d245c
+class DataError(ValueError):
+    "A data file that cannot be used (corrupt, changed, missing, not in the registry); the message names the dataset, the file, the problem and the fix."
+    def __init__(self, problem: str, # What is wrong
+                 dataset: str|None=None, # Registry name, when the file belongs to a registered dataset
+                 file: str|Path|None=None, # The file (or `archive:member`) at fault
+                 fix: str|None=None, # How to repair it; default: replace the file, `robustml data fetch NAME`
+                ):
+        self.problem, self.dataset, self.file = problem, dataset, None if file is None else str(file)
+        self.fix = _default_fix(dataset, self.file) if fix is None else fix
+        head = ', '.join(p for p in (f"dataset {dataset!r}" if dataset else '', f"file {self.file}" if self.file else '') if p)
+        msg = f"{head}: {problem}" if head else problem
+        super().__init__(msg[:1].upper() + msg[1:] + (f"\nFix: {self.fix}" if self.fix else ''))
+
+    def __reduce__(self): return (type(self), (self.problem, self.dataset, self.file, self.fix))
+
+# %% ../../nbs/foundations/03_datasets.ipynb #4a4da908
+class ChecksumError(DataError):
+    "A file's SHA-256 (or published MD5, or size) differs from the registered one: the file is not used."
+
+# %% ../../nbs/foundations/03_datasets.ipynb #6e57a690
+class UnknownDataset(KeyError, ValueError):
+    "A name the registry does not know; the message lists the registered names."
+    def __str__(self): return str(self.args[0]) if self.args else ''
+
 # %% ../../nbs/foundations/03_datasets.ipynb #3e8a72d1
 def _check_tar(pattern: str) -> Callable:
-    "A check that a file is a complete tar(.gz) archive holding a member whose name matches `pattern`."
+    "A check that a file is a complete, well-formed tar(.gz) archive holding a member whose name matches `pattern`."
     def check(path: Path):
-        import tarfile
-        try:
-            with tarfile.open(path) as tf: names = tf.getnames()
-        except (tarfile.TarError, EOFError, OSError) as e: raise ChecksumError(f"{path.name} is not a complete tar archive: {e}") from e
-        if not any(re.search(pattern, n) for n in names): raise ChecksumError(f"{path.name} holds no member matching {pattern!r}")
+        _, members = _read_archive(path)  # DataError for a cut, corrupt or crafted archive
+        if not any(re.search(pattern, n) for n in members): raise DataError(f"holds no member matching {pattern!r}", file=path)
     return check
 
 # %% ../../nbs/foundations/03_datasets.ipynb #cd730518
+_MAX_MEMBER = 8 << 30 # Largest member size believed (8 GiB); more is a crafted or broken header
+
+def _zip_names(zf: zipfile.ZipFile, # An open archive
+               where: str|Path, # The archive, for messages
+               dataset: str|None=None, # Registry name, for messages
+              ) -> list[str]: # Member names
+    "Names of a zip's members, refusing names that escape the archive's folder and absurd sizes (beyond deflate's 1032:1)."
+    out = []
+    for zi in zf.infolist():
+        n = zi.filename
+        if n.startswith(('/', '\\')) or re.match(r'[A-Za-z]:', n) or '..' in re.split(r'[\\/]', n):
+            raise DataError(f"member {n!r} has a path that escapes the archive's folder", dataset, where)
+        if zi.file_size > _MAX_MEMBER or zi.file_size > 1100*max(zi.compress_size, 1) + (1 << 20):
+            raise DataError(f"member {n!r} declares {zi.file_size:,} bytes from {zi.compress_size:,} compressed: not a plausible size", dataset, where)
+        out.append(n)
+    return out
+
 def _check_zip(pattern: str) -> Callable:
-    "A check that a file is an intact zip archive holding a member whose name matches `pattern`."
+    "A check that a file is an intact zip archive (CRCs, names, sizes) holding a member whose name matches `pattern`."
     def check(path: Path):
         try:
             with zipfile.ZipFile(path) as zf:
-                bad = zf.testzip(); names = zf.namelist()
-        except (zipfile.BadZipFile, EOFError, OSError) as e: raise ChecksumError(f"{path.name} is not a complete zip archive: {e}") from e
-        if bad: raise ChecksumError(f"{path.name}: member {bad} fails its CRC")
-        if not any(re.search(pattern, n) for n in names): raise ChecksumError(f"{path.name} holds no member matching {pattern!r}")
+                names = _zip_names(zf, path); bad = zf.testzip()
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e: raise DataError(f"not a complete zip archive: {e}", file=path) from e
+        if bad: raise DataError(f"member {bad} fails its CRC", file=path)
+        if not any(re.search(pattern, n) for n in names): raise DataError(f"holds no member matching {pattern!r}", file=path)
     return check
 
 # %% ../../nbs/foundations/03_datasets.ipynb #cf654252
@@ -162,9 +216,9 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
 ]}
 
 def get_dataset(name: str) -> Dataset:
-    "The registry entry for `name`, or a `KeyError` that lists the registered names."
+    "The registry entry for `name`, or `UnknownDataset` (a `KeyError` and a `ValueError`) that lists the registered names."
     if name not in DATASETS:
-        raise KeyError(f"Unknown dataset {name!r}. Registered datasets: {', '.join(DATASETS)}")
+        raise UnknownDataset(f"Unknown dataset {name!r}. Registered datasets: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 # %% ../../nbs/foundations/03_datasets.ipynb #e22099ef
@@ -188,10 +242,6 @@ class DataUnavailable(FileNotFoundError):
         super().__init__('\n'.join(lines))
 
     def __reduce__(self): return (type(self), (self.name, self.looked, self.reason))
-
-# %% ../../nbs/foundations/03_datasets.ipynb #428ea26d
-class ChecksumError(ValueError):
-    "A file's size or checksum differs from the published one (the file is not used)."
 
 # %% ../../nbs/foundations/03_datasets.ipynb #1e7bc83f
 def cache_dir() -> Path:
@@ -253,20 +303,49 @@ def file_hash(path: str|Path, # File to hash
     return _HASH_MEMO[key]
 
 # %% ../../nbs/foundations/03_datasets.ipynb #6ee4a0b4
-def verify_form(path: Path, # Where the form was found
-                form: Form, # What it should be
-               ) -> bool|None: # True: every checksum matches; False: a mismatch or a missing file; None: nothing to check
-    "Check a found form against its checksums (SHA-256, else the published MD5, else the size)."
+def _files_under(folder: Path, # A folder
+                 skip: Sequence[str]=(), # Relative paths (files or folders) to leave out
+                ) -> list[str]: # Relative POSIX paths of every file below `folder`, sorted
+    "Every file below `folder` (any depth), except those at or under a path in `skip`."
+    out = []
+    for p in folder.rglob('*'):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_dir() or any(rel == s or rel.startswith(s + '/') for s in skip): continue
+        out.append(rel)
+    return sorted(out)
+
+# %% ../../nbs/foundations/03_datasets.ipynb #e92a6464
+def form_problems(path: Path, # Where the form was found
+                  form: Form, # What it should be
+                  dataset: str|None=None, # Registry name (other forms inside a folder form are then not counted as extra files)
+                 ) -> list[str]|None: # One line per bad file; [] when all match; None when the form has no checksums
+    "Check a found form file by file: missing and changed files, and (for a folder) files the registry does not list."
+    others = [Path(f.path).relative_to(form.path).as_posix() for f in (DATASETS[dataset].forms if dataset in DATASETS else ())
+              if f is not form and f.path.startswith(form.path.rstrip('/') + '/')]
+    def bad(f: Path, what: str, want: str) -> str|None:
+        try: return None if file_hash(f, what) == want else f"{f}: {what.upper().replace('SHA', 'SHA-')} does not match the registered checksum (corrupt or not the original)"
+        except OSError as e: return f"{f}: cannot be read ({e})"
     if form.is_dir:
         if not isinstance(form.sha256, dict): return None
-        for rel, digest in form.sha256.items():
-            f = path/rel
-            if not f.is_file() or file_hash(f) != digest: return False
-        return True
-    if isinstance(form.sha256, str): return file_hash(path) == form.sha256
-    if form.md5: return file_hash(path, 'md5') == form.md5
-    if form.size is not None: return path.stat().st_size == form.size
-    return None
+        out = [f"{path/rel}: missing (the registry lists it)" if not (path/rel).is_file() else bad(path/rel, 'sha256', d)
+               for rel, d in form.sha256.items()]
+        out += [f"{path/rel}: not in the registry (an unlisted file is never loaded; remove it)"
+                for rel in _files_under(path, others) if rel not in form.sha256]
+        return [o for o in out if o]
+    if isinstance(form.sha256, str): p = bad(path, 'sha256', form.sha256)
+    elif form.md5: p = bad(path, 'md5', form.md5)
+    elif form.size is not None: p = None if path.stat().st_size == form.size else f"{path}: {path.stat().st_size:,} bytes, the registry says {form.size:,}"
+    else: return None
+    return [p] if p else []
+
+# %% ../../nbs/foundations/03_datasets.ipynb #a6e72f06
+def verify_form(path: Path, # Where the form was found
+                form: Form, # What it should be
+                dataset: str|None=None, # Registry name
+               ) -> bool|None: # True: every file matches; False: a mismatch, a missing or an unlisted file; None: nothing to check
+    "Whether a found form matches its checksums (SHA-256, else the published MD5, else the size); see `form_problems`."
+    p = form_problems(path, form, dataset)
+    return None if p is None else not p
 
 # %% ../../nbs/foundations/03_datasets.ipynb #52746ebf
 def download_file(url: str, # `http(s)://` or `file://` URL
@@ -310,7 +389,7 @@ def find(name: str, # A registered dataset name
         ) -> Path: # The file or folder of the first form found (or downloaded)
     "Locate dataset `name` in `ROBUSTML_DATA`, then the cache, then download it; raise `DataUnavailable` otherwise."
     d = get_dataset(name)
-    if d.builtin: raise ValueError(f"{name!r} ships with scikit-learn; load it with its loader, it has no file")
+    if d.builtin: raise ValueError(f"{name!r} ships with scikit-learn; load it with its loader (robustml.datasets.tabular.load_{name}), it has no file")
     if (hit := locate(name)) is not None: return hit[0]
     forms = [f for f in d.forms if f.url]
     if not download or not forms:
@@ -325,8 +404,17 @@ def find(name: str, # A registered dataset name
 
 # %% ../../nbs/foundations/03_datasets.ipynb #328aed25
 def fetch(name: str) -> Path:
-    "Make sure `name` is available (download it into the cache if needed) and return its path."
-    return find(name, download=True)
+    "Make sure `name` is available and intact (download it into the cache if needed); `DataError` if the copy found fails its checksums."
+    d = get_dataset(name)
+    if d.builtin:
+        names = ', '.join(n for n, x in DATASETS.items() if not x.builtin)
+        raise ValueError(f"{name!r} ships with scikit-learn: there is nothing to fetch. Datasets with files: {names}")
+    path = find(name, download=True)
+    hit = locate(name)
+    problems = form_problems(hit[0], hit[2], name) if hit else None
+    if problems:
+        raise DataError(f"the copy in {hit[1]} fails verification ({len(problems)} bad file(s)):\n  " + '\n  '.join(problems), name, hit[0])
+    return path
 
 # %% ../../nbs/foundations/03_datasets.ipynb #399bf9ee
 def _size_mb(path: Path, form: Form) -> float:
@@ -346,7 +434,7 @@ def status(name: str, # A registered dataset name
     if hit is None: return dict(name=name, found=False, where=None, path=None, size_mb=None, verified=None)
     path, where, form = hit
     return dict(name=name, found=True, where=where, path=str(path), size_mb=_size_mb(path, form),
-                verified=verify_form(path, form) if verify else None)
+                verified=verify_form(path, form, name) if verify else None)
 
 # %% ../../nbs/foundations/03_datasets.ipynb #cf5cff29
 def status_all(names: Iterable[str]|None=None, # Datasets to report (default: all registered); unknown names raise `KeyError`
@@ -358,8 +446,18 @@ def status_all(names: Iterable[str]|None=None, # Datasets to report (default: al
     return [status(n, verify) for n in names]
 
 # %% ../../nbs/foundations/03_datasets.ipynb #df688a20
+def check(name: str, # A registered dataset name
+         ) -> list[str]: # One line per bad file (missing, changed, not in the registry); empty when all is well
+    "Every problem with the local copy of `name`; `DataUnavailable` when there is none, `UnknownDataset` for an unknown name."
+    d = get_dataset(name)
+    if d.builtin: return []
+    hit = locate(name)
+    if hit is None: raise DataUnavailable(name, _looked(name))
+    return form_problems(hit[0], hit[2], name) or []  # None (a form without checksums) has nothing to report
+
+# %% ../../nbs/foundations/03_datasets.ipynb #9dde7bdb
 def verify(name: str) -> bool|None:
-    "Whether the local copy of `name` matches its checksums (None: nothing to check or not found)."
+    "Whether the local copy of `name` matches its checksums (None: nothing to check or not found); `check` lists the problems."
     return status(name, verify=True)['verified']
 
 # %% ../../nbs/foundations/03_datasets.ipynb #5e4f9de7
@@ -374,43 +472,72 @@ def use_real(name: str, # A registered dataset name
     return True
 
 # %% ../../nbs/foundations/03_datasets.ipynb #8e331c2c
+_TAR_FILES, _TAR_SKIP = (b'0', b'\0', b'7'), (b'5', b'g') # regular files; folders and global pax headers (nothing to read)
+_TAR_KINDS = {b'1': 'a hard link', b'2': 'a symbolic link', b'3': 'a character device', b'4': 'a block device',
+              b'6': 'a FIFO', b'S': 'a sparse file'}
+
+def _tar_int(f: bytes, what: str, where) -> int:
+    "A numeric header field: octal digits (NUL/space padded) or GNU base-256 (two's complement, may be negative)."
+    if f[:1] and f[0] & 0x80: return int.from_bytes(bytes([f[0] & 0x7f | (0x80 if f[0] == 0xff else 0)]) + f[1:], 'big', signed=f[0] == 0xff)
+    s = f.split(b'\0', 1)[0].strip()
+    if not re.fullmatch(rb'[0-7]*', s): raise DataError(f"tar header with a {what} field that is not a number ({s[:12]!r})", file=where)
+    return int(s or b'0', 8)
+
 def _tar_members(raw: bytes|memoryview, # An uncompressed tar archive
+                 where: str|Path|None=None, # The archive, for messages
                 ) -> list[tuple[str, int, int]]: # `(name, data offset, size)` of each regular file
-    "Index a tar archive held in memory (ustar, pax and GNU long names): much faster than `tarfile` for 60,000 members."
+    "Index a tar archive held in memory (ustar, pax and GNU long names), refusing crafted headers and non-regular members."
     out, pos, n, pending = [], 0, len(raw), {}
     while pos + 512 <= n:
         h = bytes(raw[pos:pos+512])
         if h == bytes(512): break
         def field_(a, b): return h[a:b].split(b'\0', 1)[0]
-        size = int.from_bytes(h[125:136], 'big') if h[124] & 0x80 else int(field_(124, 136).strip() or b'0', 8)
-        kind, start = h[156:157], pos + 512
+        chk = _tar_int(h[148:156], 'checksum', where)
+        if chk != sum(h) - sum(h[148:156]) + 256 and chk != sum(b - 256*(b > 127) for b in h[:148] + b' '*8 + h[156:]):
+            raise DataError(f"tar header at byte {pos:,} fails its checksum: not a tar archive, or a damaged one", file=where)
+        size, kind, start = _tar_int(h[124:136], 'size', where), h[156:157], pos + 512
         name = field_(0, 100).decode('utf-8', 'replace')
         if h[257:262] == b'ustar' and (prefix := field_(345, 500)): name = prefix.decode('utf-8', 'replace') + '/' + name
+        if kind in (b'x', b'L', b'K') or kind in _TAR_FILES:
+            if kind in _TAR_FILES and 'size' in pending:
+                try: size = int(pending['size'])
+                except ValueError: raise DataError(f"member {name!r}: pax size {pending['size']!r} is not a number", file=where) from None
+            if size < 0 or start + size > n:
+                raise DataError(f"member {pending.get('path', name)!r} declares {size:,} bytes at byte {start:,} of a {n:,}-byte archive: "
+                                "a crafted or cut archive", file=where)
         if kind == b'x':  # pax header: 'LEN key=value\n' records for the next member
             for rec in bytes(raw[start:start+size]).decode('utf-8', 'replace').split('\n'):
-                if '=' in rec: k, v = rec.split(' ', 1)[1].split('=', 1); pending[k] = v
+                if '=' in rec and ' ' in rec: k, v = rec.split(' ', 1)[1].split('=', 1); pending[k] = v
         elif kind == b'L': pending['path'] = bytes(raw[start:start+size]).split(b'\0', 1)[0].decode('utf-8', 'replace')
-        elif kind in (b'0', b'\0', b'7'):
-            name = pending.get('path', name); size = int(pending.get('size', size))
-            out.append((name, start, size)); pending = {}
-        else: pending = {} if kind != b'g' else pending
+        elif kind == b'K': pass
+        elif kind in _TAR_FILES:
+            out.append((pending.get('path', name), start, size)); pending = {}
+        elif kind in _TAR_SKIP: size = 0 if kind == b'5' else size; pending = {} if kind == b'5' else pending
+        else:
+            what = _TAR_KINDS.get(kind, f"of type {kind!r}")
+            raise DataError(f"member {pending.get('path', name)!r} is {what}, not a regular file: refused", file=where)
+        if size < 0 or start + size > n: raise DataError(f"member {name!r} declares {size:,} bytes past the end of the archive", file=where)
         pos = start + (size + 511)//512*512
     return out
 
 # %% ../../nbs/foundations/03_datasets.ipynb #d10745cf
-def _read_archive(path: Path) -> tuple[bytes, dict]:
-    "Read a tar or tar.gz into memory: `(raw bytes, {member name: (offset, size)})`."
+def _read_archive(path: Path, # A tar or tar.gz
+                  dataset: str|None=None, # Registry name, for messages
+                 ) -> tuple[bytes, dict]: # `(raw bytes, {member name: (offset, size)})`
+    "Read a tar or tar.gz into memory and index it; a cut, corrupt or crafted archive raises `DataError` naming it."
     raw = path.read_bytes()
-    if raw[:2] == b'\x1f\x8b': raw = gzip.decompress(raw)
-    return raw, {n: (o, s) for n, o, s in _tar_members(raw)}
+    if raw[:2] == b'\x1f\x8b':
+        try: raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e: raise DataError(f"not a complete gzip stream ({type(e).__name__}: {e})", dataset, path) from e
+    try: return raw, {n: (o, s) for n, o, s in _tar_members(raw, path)}
+    except DataError as e: raise DataError(e.problem, dataset, path) from None
 
 # %% ../../nbs/foundations/03_datasets.ipynb #736a8d75
 def _fingerprint(path: Path) -> str:
-    "SHA-256 of a file, or of a folder's sorted (path, size, mtime) listing."
+    "Content digest of a source: the SHA-256 of a file, or a SHA-256 over a folder's sorted (path, SHA-256 of the file) list."
     if path.is_file(): return file_hash(path)
     h = hashlib.sha256()
-    for p in sorted(path.rglob('*')):
-        if p.is_file(): st = p.stat(); h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for rel in _files_under(path): h.update(f"{rel}\0{file_hash(path/rel)}\n".encode())
     return h.hexdigest()
 
 # %% ../../nbs/foundations/03_datasets.ipynb #60133e65
@@ -429,39 +556,139 @@ class _FileLock:
         if self.f: self.f.close()  # closing releases the lock
 
 # %% ../../nbs/foundations/03_datasets.ipynb #eb7ba5cf
-def cached_arrays(key: str, # Cache entry name, e.g. `cifar10-<fingerprint>`
+_MANIFEST = 'MANIFEST.json'
+
+def _entry_problem(folder: Path, names: Sequence[str]) -> str|None:
+    "None when a cache entry holds every array and each matches its manifest; else what is wrong ('absent' when there is no entry)."
+    if not (folder/_MANIFEST).is_file(): return 'no manifest' if folder.exists() else 'absent'
+    try: sums = json.loads((folder/_MANIFEST).read_text())['sha256']
+    except (ValueError, KeyError, TypeError, OSError) as e: return f"its manifest cannot be read ({e})"
+    for n in names:
+        f = folder/f'{n}.npy'
+        if not f.is_file(): return f"{f.name} is missing"
+        if sums.get(n) != file_hash(f): return f"{f.name} does not match the SHA-256 in its manifest (changed after it was written)"
+    return None
+
+def _save_entry(folder: Path, key: str, names: Sequence[str], arrays: tuple) -> None:
+    "Write arrays and their manifest into a unique temporary folder beside `folder`, then rename it into place."
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{key}.'))
+    try:
+        sums = {}
+        for n, a in zip(names, arrays):
+            with open(tmp/f'{n}.npy', 'wb') as f: np.save(f, np.ascontiguousarray(a), allow_pickle=False)
+            sums[n] = file_hash(tmp/f'{n}.npy')
+        (tmp/_MANIFEST).write_text(json.dumps({'key': key, 'sha256': sums}, indent=1))
+        if folder.exists(): shutil.rmtree(folder)  # a stale or tampered entry (we hold the lock)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+
+def cached_arrays(key: str, # Cache entry name, keyed to the source's content, e.g. `cifar10-<digest>`
                   names: Sequence[str], # Names of the arrays `make` returns, in order
-                  make: Callable[[], tuple], # Computes the arrays when they are not cached
+                  make: Callable[[], tuple], # Computes the arrays (from a verified source) when they are not cached
                   cache: bool=True, # False: always compute, never write
                  ) -> tuple: # The arrays
-    "Load arrays saved as `.npy` under `cache_dir()/arrays/key`, or compute, save (atomically) and return them."
+    "Load arrays saved as `.npy` under `cache_dir()/arrays/key` after checking them against the entry's manifest, or compute, save and return them."
     if not cache: return tuple(make())
     folder = cache_dir()/'arrays'/key
     def load(): return tuple(np.load(folder/f'{n}.npy', allow_pickle=False) for n in names)
-    if all((folder/f'{n}.npy').is_file() for n in names): return load()
+    if _entry_problem(folder, names) is None: return load()
     with _FileLock(cache_dir()/'arrays'/f'{key}.lock'):
-        if all((folder/f'{n}.npy').is_file() for n in names): return load()  # another process finished first
+        why = _entry_problem(folder, names)
+        if why is None: return load()  # another process finished first
+        if why not in ('absent', 'no manifest'):
+            warnings.warn(f"cached arrays in {folder}: {why}; rebuilding them from the verified source")
         arrays = tuple(make())
-        try:
-            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{key}.'))
-            for n, a in zip(names, arrays):
-                with open(tmp/f'{n}.npy', 'wb') as f: np.save(f, np.ascontiguousarray(a), allow_pickle=False)
-            try: os.replace(tmp, folder)
-            except OSError:  # a stale, incomplete folder is in the way: clear it, then rename
-                import shutil; shutil.rmtree(folder, ignore_errors=True); os.replace(tmp, folder)
-        except OSError as e:
-            import shutil, warnings; shutil.rmtree(tmp, ignore_errors=True) if 'tmp' in locals() else None
-            warnings.warn(f"could not cache arrays in {folder}: {e}")
+        try: _save_entry(folder, key, names, arrays)
+        except OSError as e: warnings.warn(f"could not cache arrays in {folder}: {e}")
         return arrays
 
 # %% ../../nbs/foundations/03_datasets.ipynb #54de826d
-def _checked(name: str, path: Path) -> Path:
-    "Raise `ChecksumError` when `path` is a registered form of `name` whose checksum does not match."
-    for form in get_dataset(name).forms:
-        if path.name == Path(form.path).name and (form.sha256 or form.md5) and verify_form(path, form) is False:
-            raise ChecksumError(f"{path} does not match the published checksum of {form.path}: the file is corrupt or "
-                                f"not the original. Delete it and run `robustml data fetch {name}` again.")
-    return path
+def _form_at(name: str, path: Path) -> Form|None:
+    "The registered form of `name` that `path` is, under `ROBUSTML_DATA` or the cache (None: a path of the caller's own)."
+    try: rp = path.resolve()
+    except OSError: return None
+    for _, root in data_roots():
+        for form in get_dataset(name).forms:
+            if (root/form.path).resolve() == rp: return form
+    return None
+
+# %% ../../nbs/foundations/03_datasets.ipynb #3d528cb4
+def _read_checked(path: Path, # File to read
+                  digest: str|None, # Its registered SHA-256; None: nothing to check
+                  dataset: str|None=None, # Registry name, for messages
+                 ) -> bytes: # The file's bytes, checked
+    "Read a file once and check those very bytes against `digest` (memoised per path, size and mtime like `file_hash`)."
+    try:
+        with open(path, 'rb') as f: st = os.fstat(f.fileno()); b = f.read()
+    except FileNotFoundError: raise DataError("missing" + (" (the registry lists it)" if digest else ''), dataset, path) from None
+    except OSError as e: raise DataError(f"cannot be read ({e})", dataset, path) from e
+    if digest:
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, 'sha256')
+        got = _HASH_MEMO.get(key) or _HASH_MEMO.setdefault(key, hashlib.sha256(b).hexdigest())
+        if got != digest: raise ChecksumError("its SHA-256 does not match the registered checksum: the file is corrupt or not the original", dataset, path)
+    return b
+
+# %% ../../nbs/foundations/03_datasets.ipynb #08284b87
+@dataclass
+class Source:
+    "A dataset copy as a loader sees it: the path, its registered form (None for a path of the caller's own) and the checksums its files must match."
+    dataset: str # Registry name
+    path: Path # The file or folder
+    form: Form|None = None # The registered form `path` is, if any
+    sums: dict|None = None # `{relative path: SHA-256}` of a folder's files; None: nothing to check file by file
+
+    @property
+    def verified(self) -> bool:
+        "Whether what is read from here is checked against registered checksums."
+        return self.form is not None and (self.sums is not None or bool(self.form.sha256 or self.form.md5))
+
+    @property
+    def key(self) -> str:
+        "A content key for cached arrays: the registered digest(s) when verified, else a digest of the files' SHA-256."
+        if self.sums is not None: return hashlib.sha256(json.dumps(self.sums, sort_keys=True).encode()).hexdigest()
+        if self.form is not None and isinstance(self.form.sha256, str): return self.form.sha256
+        return _fingerprint(self.path)
+
+    def has(self, rel: str) -> bool:
+        "Whether file `rel` (relative to a folder source) belongs to this copy: listed in the registry, or present when nothing is listed."
+        return rel in self.sums if self.sums is not None else (self.path/rel).is_file()
+
+    def read(self, rel: str) -> bytes:
+        "The bytes of `rel` in a folder source, checked against its registered SHA-256; `DataError` when missing, `ChecksumError` when changed."
+        if self.sums is not None and rel not in self.sums:
+            raise DataError(f"{rel} is not in the registry, so it is not loaded", self.dataset, self.path/rel, fix=f"remove {self.path/rel}")
+        return _read_checked(self.path/rel, self.sums.get(rel) if self.sums is not None else None, self.dataset)
+
+    def files(self, pattern: str, # Regular expression a relative path must match in full (case-insensitive)
+             ) -> list[str]: # Sorted relative paths
+        "The files of a folder source matching `pattern`: the registry's list when there is one (others are ignored, with a warning)."
+        rx = re.compile(pattern, re.I)
+        found = [r for r in _files_under(self.path) if rx.fullmatch(r)]
+        if self.sums is None: return found
+        extra = [r for r in found if r not in self.sums]
+        if extra:
+            warnings.warn(f"dataset {self.dataset!r}: {len(extra)} file(s) in {self.path} are not in the registry and are ignored: "
+                          f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''} (remove them; `robustml data verify {self.dataset}` lists them)")
+        return sorted(r for r in self.sums if rx.fullmatch(r))
+
+# %% ../../nbs/foundations/03_datasets.ipynb #ef7b410a
+def source(name: str, # A registered dataset name
+           path: str|Path|None=None, # A file or folder; default: `find(name)` (downloads it when it can)
+          ) -> Source:
+    "Where a loader reads `name` from, and what it checks: a registered file form is checked as a whole here (`ChecksumError`)."
+    path = Path(path) if path is not None else find(name)
+    if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
+    form = _form_at(name, path)
+    sums = form.sha256 if form is not None and form.is_dir and isinstance(form.sha256, dict) else None
+    src = Source(name, path, form, sums)
+    if form is not None and not form.is_dir:
+        problems = form_problems(path, form, name)
+        if problems: raise ChecksumError(f"does not match the published checksum of {form.path}: the file is corrupt or not the original", name, path)
+    if form is not None and not src.verified:
+        warnings.warn(f"dataset {name!r}: {path} has no registered checksums (the publisher gives none for this form); "
+                      "it is read with structural checks only")
+    return src
 
 # %% ../../nbs/foundations/03_datasets.ipynb #b3a5911a
 def stratified_subset(y: Sequence|np.ndarray, # Labels (any hashable values), 1-D

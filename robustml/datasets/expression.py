@@ -12,8 +12,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..core import get_profile, progress
-from . import (ChecksumError, DataUnavailable, _checked, _fingerprint, _read_archive, cache_dir, cached_arrays,
-                               file_hash, find, get_dataset, have, use_real)
+from . import (ChecksumError, DataError, DataUnavailable, Source, _read_archive, cache_dir, cached_arrays, find,
+                               get_dataset, have, source, use_real)
+from .tabular import _numeric, _read_csv
 
 # %% auto #0
 __all__ = ['TCGA_OMICS', 'PANCAN_CLASSES', 'Expression', 'load_golub', 'load_tcga_breast', 'load_pancan', 'synthetic_expression']
@@ -31,32 +32,40 @@ class Expression:
     source: str = 'real' # `real`, or `synthetic` for a stand-in
 
 # %% ../../nbs/foundations/03d_expression.ipynb #34f81efe
-def _golub_matrix(path: Path) -> 'pd.DataFrame':
+def _golub_matrix(b: bytes, # A Golub CSV's bytes (already checked)
+                  where: str|Path, # The file, for messages
+                 ) -> 'pd.DataFrame':
     "Golub CSV (probes x [sample, call] pairs) -> samples x probes, samples in numeric order."
-    import pandas as pd
-    df = pd.read_csv(path)
+    df = _read_csv(b, 'golub', where)
     samples = [c for c in df.columns if str(c).strip().isdigit()]
-    if not samples: raise ValueError(f"{path}: no numbered sample columns")
-    X = df[samples].T.astype(np.float64)
+    if not samples: raise DataError("no numbered sample columns", 'golub', where)
+    if 'Gene Accession Number' not in df.columns: raise DataError("no 'Gene Accession Number' column", 'golub', where)
+    X = _numeric(df[samples], 'golub', where).T
     X.columns = df['Gene Accession Number'].astype(str).to_numpy()
+    if X.columns.duplicated().any(): raise DataError(f"probe {X.columns[X.columns.duplicated()][0]!r} appears twice", 'golub', where)
     X.index = [int(c) for c in samples]; X.index.name = 'patient'
     return X.sort_index()
 
 # %% ../../nbs/foundations/03d_expression.ipynb #ee8ef603
 def load_golub(path: str|Path|None=None, # Folder with the three CSVs; default: `find('golub')`
               ) -> Expression: # X_train (38, 7129), X_test (34, 7129); classes ('ALL', 'AML')
-    "Golub et al.'s leukaemia data: samples x probes in patient order, labels from `actual.csv` (0 ALL, 1 AML)."
-    import pandas as pd
-    path = Path(path) if path is not None else find('golub')
-    Xtr = _golub_matrix(path/'data_set_ALL_AML_train.csv'); Xte = _golub_matrix(path/'data_set_ALL_AML_independent.csv')
-    actual = pd.read_csv(path/'actual.csv')
-    lab = dict(zip(actual.iloc[:, 0].astype(int), actual.iloc[:, 1].astype(str).str.strip()))
+    "Golub et al.'s leukaemia data: samples x probes in patient order, labels from `actual.csv` (0 ALL, 1 AML); every file is checked."
+    src = source('golub', path)
+    files = ('data_set_ALL_AML_train.csv', 'data_set_ALL_AML_independent.csv', 'actual.csv')
+    Xtr, Xte = (_golub_matrix(src.read(f), src.path/f) for f in files[:2])
+    if not Xtr.columns.equals(Xte.columns):
+        raise DataError(f"train has {Xtr.shape[1]:,} probes, independent {Xte.shape[1]:,} (or another order): the tables do not match", 'golub', src.path)
+    actual = _read_csv(src.read('actual.csv'), 'golub', src.path/'actual.csv')
+    if actual.shape[1] < 2: raise DataError("expected two columns: patient, cancer", 'golub', src.path/'actual.csv')
+    try: pid = actual.iloc[:, 0].astype(int)
+    except (TypeError, ValueError) as e: raise DataError(f"patient numbers are not integers ({e})", 'golub', src.path/'actual.csv') from None
+    lab = dict(zip(pid, actual.iloc[:, 1].astype(str).str.strip()))
     classes = ('ALL', 'AML')
     def labels(X):
         missing = [p for p in X.index if p not in lab]
-        if missing: raise ValueError(f"actual.csv has no label for patients {missing}")
+        if missing: raise DataError(f"no label for patients {missing}", 'golub', src.path/'actual.csv')
         bad = {lab[p] for p in X.index} - set(classes)
-        if bad: raise ValueError(f"actual.csv: unknown classes {bad}")
+        if bad: raise DataError(f"unknown classes {bad}", 'golub', src.path/'actual.csv')
         return np.array([classes.index(lab[p]) for p in X.index], np.int64)
     return Expression(Xtr, labels(Xtr), Xte, labels(Xte), classes, 'golub')
 
@@ -66,73 +75,74 @@ TCGA_OMICS = ('mrna', 'mirna', 'protein')
 def load_tcga_breast(omics: str|Sequence[str]='mrna', # Any of 'mrna' (200 genes), 'mirna' (184), 'protein' (142, train only)
                      path: str|Path|None=None, # Folder of the CSVs; default: `find('tcga-breast')`
                     ) -> Expression: # 150 train + 70 test samples; classes ('Basal', 'Her2', 'LumA')
-    "The mixOmics TCGA breast subset; several `omics` are joined column-wise with an `omic:` prefix. No test part with protein."
+    "The mixOmics TCGA breast subset; several `omics` are joined column-wise with an `omic:` prefix. No test part with protein. Every file is checked."
     import pandas as pd
     omics = [omics] if isinstance(omics, str) else list(omics)
     bad = [o for o in omics if o not in TCGA_OMICS]
     if bad or not omics: raise ValueError(f"unknown omics {bad}; choose from {TCGA_OMICS}")
-    path = Path(path) if path is not None else find('tcga-breast')
+    src = source('tcga-breast', path)
     classes = ('Basal', 'Her2', 'LumA')
     def part(split):
         frames, subtype = [], None
         for o in omics:
-            f = path/f'{split}_{o}.csv'
-            if not f.is_file(): return None, None
-            df = pd.read_csv(f).set_index('sample')
+            rel = f'{split}_{o}.csv'; f = src.path/rel
+            if not src.has(rel): return None, None
+            df = _read_csv(src.read(rel), 'tcga-breast', f)
+            if not {'sample', 'subtype'} <= set(df.columns): raise DataError("expected columns 'sample' and 'subtype' first", 'tcga-breast', f)
+            df = df.set_index('sample')
             st = df.pop('subtype').astype(str)
             if subtype is None: subtype = st
-            elif not (st.index.equals(subtype.index) and (st == subtype).all()): raise ValueError(f"{f}: samples or subtypes differ from {omics[0]}")
-            frames.append(df.add_prefix(f'{o}:') if len(omics) > 1 else df)
-        if set(subtype) - set(classes): raise ValueError(f"unknown subtypes {set(subtype) - set(classes)}")
-        return pd.concat(frames, axis=1).astype(np.float64), np.array([classes.index(s) for s in subtype], np.int64)
+            elif not (st.index.equals(subtype.index) and (st == subtype).all()):
+                raise DataError(f"samples or subtypes differ from {split}_{omics[0]}.csv", 'tcga-breast', f)
+            if set(st) - set(classes): raise DataError(f"unknown subtypes {sorted(set(st) - set(classes))}", 'tcga-breast', f)
+            X = _numeric(df, 'tcga-breast', f)
+            frames.append(X.add_prefix(f'{o}:') if len(omics) > 1 else X)
+        return pd.concat(frames, axis=1), np.array([classes.index(s) for s in subtype], np.int64)
     Xtr, ytr = part('train'); Xte, yte = part('test')
-    if Xtr is None: raise ValueError(f"{path}: missing train CSVs for {omics}")
+    if Xtr is None: raise DataError(f"missing train CSVs for {omics}", 'tcga-breast', src.path)
+    if Xte is not None and not Xtr.columns.equals(Xte.columns):
+        raise DataError(f"train has {Xtr.shape[1]} features, test {Xte.shape[1]} (or other names): the tables do not match", 'tcga-breast', src.path)
     return Expression(Xtr, ytr, Xte, yte, classes, 'tcga-breast')
 
 # %% ../../nbs/foundations/03d_expression.ipynb #8ddc7427
 PANCAN_CLASSES = ('BRCA', 'COAD', 'KIRC', 'LUAD', 'PRAD') # the five tumour types, in label order
 
-def _pancan_tables(path: Path) -> tuple['pd.DataFrame', 'pd.DataFrame']:
+def _pancan_tables(src: Source) -> tuple['pd.DataFrame', 'pd.DataFrame']:
     "(`data.csv`, `labels.csv`) of the UCI Pan-Cancer set, from its tar(.gz) archive or its unpacked folder."
-    import pandas as pd
+    path = src.path
     if path.is_dir():
-        missing = [n for n in ('data.csv', 'labels.csv') if not (path/n).is_file()]
-        if missing: raise ValueError(f"{path}: missing {', '.join(missing)} (is it TCGA-PANCAN-HiSeq-801x20531?)")
-        return pd.read_csv(path/'data.csv'), pd.read_csv(path/'labels.csv')
-    raw, members = _read_archive(path)
+        missing = [n for n in ('data.csv', 'labels.csv') if not src.has(n)]
+        if missing: raise DataError(f"missing {', '.join(missing)} (is it TCGA-PANCAN-HiSeq-801x20531?)", 'pancan', path)
+        return tuple(_read_csv(src.read(n), 'pancan', path/n) for n in ('data.csv', 'labels.csv'))
+    raw, members = _read_archive(path, 'pancan')
     def member(name):
         hit = [n for n in members if n.rsplit('/', 1)[-1] == name]
-        if len(hit) != 1: raise ValueError(f"{path}: {len(hit)} members named {name} (expected one)")
-        o, s = members[hit[0]]; return pd.read_csv(io.BytesIO(raw[o:o + s]))
+        if len(hit) != 1: raise DataError(f"{len(hit)} members named {name} (expected one)", 'pancan', path)
+        o, s = members[hit[0]]; return _read_csv(raw[o:o + s], 'pancan', f'{path}:{hit[0]}')
     return member('data.csv'), member('labels.csv')
 
 # %% ../../nbs/foundations/03d_expression.ipynb #09236084
 def _pancan_arrays(data: 'pd.DataFrame', labels: 'pd.DataFrame', where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "Check the two tables against each other: (X float64, y int64, sample ids, gene ids)."
     ids, lab_ids = (np.asarray(t.iloc[:, 0].astype(str), dtype=str) for t in (data, labels))  # fixed-width: cacheable without pickle
-    if len(ids) != len(lab_ids) or (ids != lab_ids).any(): raise ValueError(f"{where}: data.csv and labels.csv list different samples")
+    if len(ids) != len(lab_ids) or (ids != lab_ids).any(): raise DataError("data.csv and labels.csv list different samples", 'pancan', where)
     cls = labels.iloc[:, 1].astype(str).str.strip()
     bad = sorted(set(cls) - set(PANCAN_CLASSES))
-    if bad: raise ValueError(f"{where}: unknown tumour types {bad}; expected {PANCAN_CLASSES}")
-    try: X = data.iloc[:, 1:].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as e: raise ValueError(f"{where}: data.csv has non-numeric values ({e})") from e
-    if not np.isfinite(X).all(): raise ValueError(f"{where}: data.csv has missing or non-finite values")
+    if bad: raise DataError(f"unknown tumour types {bad}; expected {PANCAN_CLASSES}", 'pancan', where)
+    X = _numeric(data.iloc[:, 1:], 'pancan', f'{where} (data.csv)').to_numpy()
+    if not np.isfinite(X).all(): raise DataError("data.csv has non-finite values", 'pancan', where)
     y = np.array([PANCAN_CLASSES.index(c) for c in cls], np.int64)
     return X, y, ids, np.asarray(data.columns[1:], dtype=str)
 
 # %% ../../nbs/foundations/03d_expression.ipynb #1774f077
 def load_pancan(path: str|Path|None=None, # The archive or its unpacked folder; default: `find('pancan')` (downloads it)
-                cache: bool=True, # Cache the parsed arrays (keyed by the source's fingerprint)
+                cache: bool=True, # Cache the parsed arrays (keyed to the source's checksum)
                ) -> Expression: # X_train (801, 20531), no test part; classes `PANCAN_CLASSES`
     "UCI's TCGA Pan-Cancer RNA-seq: 801 tumours x 20,531 genes, five tumour types. A found archive is checked against its SHA-256."
     import pandas as pd
-    explicit = path is not None
-    path = Path(path) if explicit else find('pancan')
-    if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
-    def make():
-        if not explicit: _checked('pancan', path)
-        return _pancan_arrays(*_pancan_tables(path), str(path))
-    X, y, ids, genes = cached_arrays(f'pancan-{_fingerprint(path)[:20]}', ('X', 'y', 'samples', 'genes'), make, cache)
+    src = source('pancan', path)  # a registered archive is checked here, before the cache is consulted
+    X, y, ids, genes = cached_arrays(f'pancan-{src.key[:20]}', ('X', 'y', 'samples', 'genes'),
+                                     lambda: _pancan_arrays(*_pancan_tables(src), str(src.path)), cache)
     return Expression(pd.DataFrame(X, index=ids, columns=genes), y, None, None, PANCAN_CLASSES, 'pancan')
 
 # %% ../../nbs/foundations/03d_expression.ipynb #f981b032

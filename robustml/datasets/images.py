@@ -12,8 +12,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..core import get_profile, progress
-from . import (ChecksumError, DataUnavailable, _checked, _fingerprint, _read_archive, cache_dir, cached_arrays,
-                               file_hash, find, get_dataset, have, use_real)
+from . import (ChecksumError, DataError, DataUnavailable, Source, _fingerprint, _read_archive, _read_checked,
+                               _SUMS, cache_dir, cached_arrays, file_hash, find, get_dataset, have, source, use_real)
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'MIAS_TISSUE', 'MIAS_ABNORMALITY', 'decode_image', 'decode_images', 'load_cifar10',
@@ -39,23 +39,28 @@ def _jpeg_shape(b: bytes) -> tuple[int, int, int]|None:
 # %% ../../nbs/foundations/03a_images.ipynb #13c0618b
 def decode_image(b: bytes, # Encoded image (JPEG, PNG, ...)
                  size: int=32, # Expected height and width
+                 where: str|None=None, # The file or archive member, for messages
                 ) -> np.ndarray: # uint8 (size, size, 3), RGB
-    "Decode one small RGB image, with a fast path for `size`x`size` 3-component JPEGs."
+    "Decode one small RGB image, with a fast path for `size`x`size` 3-component JPEGs; `DataError` naming `where` when it cannot."
     from PIL import Image
-    if _jpeg_shape(b) == (size, size, 3):
-        return np.asarray(Image.frombytes('RGB', (size, size), b, 'jpeg', 'RGB', ''))
-    im = Image.open(io.BytesIO(b)).convert('RGB')
-    if im.size != (size, size): raise ValueError(f"expected a {size}x{size} image, got {im.size[0]}x{im.size[1]}")
+    try:
+        if _jpeg_shape(b) == (size, size, 3):
+            return np.asarray(Image.frombytes('RGB', (size, size), b, 'jpeg', 'RGB', ''))
+        im = Image.open(io.BytesIO(b)).convert('RGB')
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot be decoded as an image ({type(e).__name__}: {re.sub(r' *<_io.BytesIO object at 0x[0-9a-f]+>', '', str(e))})", file=where) from None
+    if im.size != (size, size): raise DataError(f"expected a {size}x{size} image, got {im.size[0]}x{im.size[1]}", file=where)
     return np.asarray(im)
 
 # %% ../../nbs/foundations/03a_images.ipynb #987c32b0
 _DECODE_JOB: list = []  # blobs shared with forked worker processes
+_DECODE_NAMES: list = []  # their file or member names, for messages
 _DECODE_OUT: np.ndarray|None = None  # where workers write pixels (shared memory when forked)
 
 def _decode_range(bounds: tuple[int, int]) -> None:
     "Decode `_DECODE_JOB[a:b]` into `_DECODE_OUT[a:b]` (run in a worker process or inline)."
     a, b = bounds
-    for i in range(a, b): _DECODE_OUT[i] = decode_image(_DECODE_JOB[i])
+    for i in range(a, b): _DECODE_OUT[i] = decode_image(_DECODE_JOB[i], where=_DECODE_NAMES[i] if _DECODE_NAMES else f'image {i}')
 
 # %% ../../nbs/foundations/03a_images.ipynb #24bd4691
 def _cpus() -> int:
@@ -66,12 +71,13 @@ def _cpus() -> int:
 # %% ../../nbs/foundations/03a_images.ipynb #9f0f4bc1
 def decode_images(blobs: list[bytes], # Encoded 32x32 images
                   workers: int|None=None, # Processes to use (default: up to 2, by the cores available)
+                  names: Sequence[str]|None=None, # The blobs' file or member names, for error messages
                  ) -> np.ndarray: # uint8 (N, 32, 32, 3)
     "Decode many small images; forked workers write straight into shared memory (falls back to one process)."
-    global _DECODE_JOB, _DECODE_OUT
+    global _DECODE_JOB, _DECODE_NAMES, _DECODE_OUT
     workers = min(2, _cpus()) if workers is None else max(1, int(workers))
     n = len(blobs)
-    _DECODE_JOB = blobs
+    _DECODE_JOB, _DECODE_NAMES = blobs, list(names or [])
     try:
         if workers > 1 and n >= 4000 and hasattr(os, 'fork'):
             import mmap, multiprocessing as mp
@@ -88,7 +94,7 @@ def decode_images(blobs: list[bytes], # Encoded 32x32 images
         _DECODE_OUT = np.empty((n, 32, 32, 3), np.uint8)
         _decode_range((0, n))
         return _DECODE_OUT
-    finally: _DECODE_JOB, _DECODE_OUT = [], None
+    finally: _DECODE_JOB, _DECODE_NAMES, _DECODE_OUT = [], [], None
 
 # %% ../../nbs/foundations/03a_images.ipynb #211029bf
 _TREE_RE = re.compile(r'(?:^|/)(train|test)/([^/]+)/([^/]+)\.(jpe?g|png)$', re.I)
@@ -100,7 +106,7 @@ def _tree_entries(names: Iterable[str]) -> list[tuple[str, int, str]]:
         m = _TREE_RE.search(nm)
         if not m: continue
         split, cls, stem = m.group(1).lower(), m.group(2), m.group(3)
-        if cls not in CIFAR10_CLASSES: raise ValueError(f"unknown CIFAR-10 class folder {cls!r} in {nm!r}; expected one of {CIFAR10_CLASSES}")
+        if cls not in CIFAR10_CLASSES: raise DataError(f"unknown CIFAR-10 class folder {cls!r} in {nm!r}; expected one of {CIFAR10_CLASSES}")
         key = (0 if split == 'train' else 1, CIFAR10_CLASSES.index(cls), int(stem) if stem.isdigit() else -1, stem)
         out.append((key, split, CIFAR10_CLASSES.index(cls), nm))
     out.sort(key=lambda t: t[0])
@@ -119,16 +125,17 @@ def _split_arrays(entries: list, x_hwc: np.ndarray) -> tuple:
     return tuple(out)
 
 # %% ../../nbs/foundations/03a_images.ipynb #341e6b31
-def _cifar_from_tree(path: Path, workers: int|None=None, raw: bytes|None=None, members: dict|None=None) -> tuple:
+def _cifar_from_tree(src: Source, workers: int|None=None, raw: bytes|None=None, members: dict|None=None) -> tuple:
     "Decode an image-folder tree (a folder, or an archive already read by `_read_archive`)."
+    path = src.path
     if path.is_dir():
-        entries = _tree_entries(str(p.relative_to(path)) for p in path.rglob('*') if p.is_file())
-        blobs = [(path/e[2]).read_bytes() for e in entries]
+        entries = _tree_entries(src.files(r'.*'))
+        blobs = [src.read(e[2]) for e in entries]
     else:
         entries = _tree_entries(members)
         blobs = [raw[members[e[2]][0]:members[e[2]][0]+members[e[2]][1]] for e in entries]
-    if not entries: raise ValueError(f"{path} holds no {{train,test}}/<class>/*.jpg images")
-    return _split_arrays(entries, decode_images(blobs, workers))
+    if not entries: raise DataError("holds no {train,test}/<class>/*.jpg images", 'cifar10', path)
+    return _split_arrays(entries, decode_images(blobs, workers, names=[f'{path}:{e[2]}' for e in entries]))
 
 # %% ../../nbs/foundations/03a_images.ipynb #a1f4d098
 _BIN_TRAIN = tuple(f'data_batch_{i}.bin' for i in range(1, 6))
@@ -136,45 +143,41 @@ _BIN_TRAIN = tuple(f'data_batch_{i}.bin' for i in range(1, 6))
 def _parse_cifar_bin(buf: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     "Records of one official binary batch: `(x uint8 (N,3,32,32), y int64)`."
     a = np.frombuffer(buf, dtype=np.uint8)
-    if a.size % 3073: raise ValueError(f"{name}: {a.size} bytes is not a whole number of 3,073-byte CIFAR-10 records")
+    if a.size % 3073: raise DataError(f"{a.size} bytes is not a whole number of 3,073-byte CIFAR-10 records", "cifar10", name)
     a = a.reshape(-1, 3073)
     y = a[:, 0].astype(np.int64)
-    if y.max(initial=0) > 9: raise ValueError(f"{name}: label {y.max()} outside 0..9")
+    if y.max(initial=0) > 9: raise DataError(f"label {y.max()} outside 0..9", "cifar10", name)
     return a[:, 1:].reshape(-1, 3, 32, 32).copy(), y
 
 # %% ../../nbs/foundations/03a_images.ipynb #4da96036
-def _cifar_from_binary(path: Path, raw: bytes|None=None, members: dict|None=None) -> tuple:
+def _cifar_from_binary(src: Source, raw: bytes|None=None, members: dict|None=None) -> tuple:
     "Parse the official binary batches (extracted `cifar-10-batches-bin` folder, or an archive read by `_read_archive`)."
-    if path.is_dir(): blobs = {p.name: p.read_bytes() for p in path.glob('*.bin')}
+    path = src.path
+    if path.is_dir(): blobs = {r: src.read(r) for r in src.files(r'[^/]*\.bin')}
     else: blobs = {n.rsplit('/', 1)[-1]: raw[o:o+s] for n, (o, s) in members.items() if n.endswith('.bin')}
     missing = [n for n in _BIN_TRAIN + ('test_batch.bin',) if n not in blobs]
-    if missing: raise ValueError(f"{path}: missing {', '.join(missing)} (is it cifar-10-binary.tar.gz?)")
-    tr = [_parse_cifar_bin(blobs[n], n) for n in _BIN_TRAIN]
-    xte, yte = _parse_cifar_bin(blobs['test_batch.bin'], 'test_batch.bin')
+    if missing: raise DataError(f"missing {', '.join(missing)} (is it cifar-10-binary.tar.gz?)", 'cifar10', path)
+    tr = [_parse_cifar_bin(blobs[n], f'{path}:{n}') for n in _BIN_TRAIN]
+    xte, yte = _parse_cifar_bin(blobs['test_batch.bin'], f'{path}:test_batch.bin')
     return np.concatenate([t[0] for t in tr]), np.concatenate([t[1] for t in tr]), xte, yte
 
 # %% ../../nbs/foundations/03a_images.ipynb #15984f78
-def _decode_cifar(path: Path, workers: int|None=None) -> tuple:
+def _decode_cifar(src: Source, workers: int|None=None) -> tuple:
     "Read CIFAR-10 from any supported layout, telling the binary batches from an image tree by their content."
-    if path.is_dir():
-        return _cifar_from_binary(path) if (path/'test_batch.bin').is_file() else _cifar_from_tree(path, workers)
-    raw, members = _read_archive(path)
-    if any(n.endswith('test_batch.bin') for n in members): return _cifar_from_binary(path, raw, members)
-    return _cifar_from_tree(path, workers, raw, members)
+    if src.path.is_dir():
+        return _cifar_from_binary(src) if (src.path/'test_batch.bin').is_file() else _cifar_from_tree(src, workers)
+    raw, members = _read_archive(src.path, 'cifar10')
+    if any(n.endswith('test_batch.bin') for n in members): return _cifar_from_binary(src, raw, members)
+    return _cifar_from_tree(src, workers, raw, members)
 
 # %% ../../nbs/foundations/03a_images.ipynb #e7b6b410
 def load_cifar10(path: str|Path|None=None, # Archive or folder; default: `find('cifar10')`
-                 cache: bool=True, # Cache the decoded arrays (keyed by the source's SHA-256)
+                 cache: bool=True, # Cache the decoded arrays (keyed to the source's checksums)
                  workers: int|None=None, # Decoding processes (default: up to 2)
                 ) -> tuple: # x_train uint8 (50000,3,32,32), y_train int64, x_test uint8 (10000,3,32,32), y_test int64
-    "CIFAR-10 as `(x_train, y_train, x_test, y_test)` from the official binary archive or an image-folder tree."
-    explicit = path is not None
-    path = Path(path) if explicit else find('cifar10')
-    if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
-    def make():  # a found file is checked against its published checksum before decoding; an explicit path is trusted
-        if not explicit: _checked('cifar10', path)
-        return _decode_cifar(path, workers)
-    return cached_arrays(f'cifar10-{_fingerprint(path)[:20]}', ('x_train', 'y_train', 'x_test', 'y_test'), make, cache)
+    "CIFAR-10 as `(x_train, y_train, x_test, y_test)` from the official binary archive or an image-folder tree, checked (see `source`)."
+    src = source('cifar10', path)  # a registered archive is checked against its published checksum here
+    return cached_arrays(f'cifar10-{src.key[:20]}', ('x_train', 'y_train', 'x_test', 'y_test'), lambda: _decode_cifar(src, workers), cache)
 
 # %% ../../nbs/foundations/03a_images.ipynb #50c89ed8
 MIAS_TISSUE = {'F': 'fatty', 'G': 'fatty-glandular', 'D': 'dense-glandular'}
@@ -216,49 +219,73 @@ class Mammograms:
     def __len__(self): return len(self.refs)
 
 # %% ../../nbs/foundations/03a_images.ipynb #b4424e13
-def _mias_images(path: Path) -> tuple[dict, str]:
-    "`({ref: encoded image bytes}, Info.txt text)` from a PNG/PGM folder or the official archive."
+_MIAS_RE = r'mdb\d{3}\.(png|pgm)' # A film's file name
+
+def _mias_images(src: Source) -> tuple[dict, str]:
+    "`({ref: (name, read)}, Info.txt text)` from a PNG/PGM folder or the official archive; `read()` gives the checked bytes."
+    path = src.path
     if path.is_dir():
-        files = {p.stem: p for p in path.iterdir() if re.fullmatch(r'mdb\d{3}\.(png|pgm)', p.name, re.I)}
-        if not (path/'Info.txt').is_file():
-            raise FileNotFoundError(f"{path}: no Info.txt (the mini-MIAS truth data, with the lesion centres) in this folder")
-        info = (path/'Info.txt').read_text(errors='replace')
-        return {k: files[k].read_bytes for k in sorted(files)}, info
-    raw, members = _read_archive(path)
-    blob = lambda o, s: (lambda: raw[o:o+s])
-    files = {n.rsplit('/', 1)[-1][:6]: blob(o, s) for n, (o, s) in members.items() if re.search(r'(^|/)mdb\d{3}\.(pgm|png)$', n, re.I)}
+        if not src.has('Info.txt'): raise DataError("no Info.txt (the mini-MIAS truth data, with the lesion centres) in this folder", 'mias', path)
+        info = src.read('Info.txt').decode(errors='replace')
+        files = {}
+        for rel in src.files(_MIAS_RE):
+            if rel[:6] in files: raise DataError(f"two files for film {rel[:6]} ({files[rel[:6]][0]}, {rel}); keep one", 'mias', path)
+            files[rel[:6]] = (rel, lambda rel=rel: src.read(rel))
+        return dict(sorted(files.items())), info
+    raw, members = _read_archive(path, 'mias')
+    files = {}
+    for n, (o, s) in members.items():
+        if not re.search(r'(^|/)' + _MIAS_RE + '$', n, re.I): continue
+        ref = n.rsplit('/', 1)[-1][:6]
+        if ref in files: raise DataError(f"two members for film {ref} ({files[ref][0]}, {n})", 'mias', path)
+        files[ref] = (n, lambda o=o, s=s: raw[o:o+s])
     info = next((raw[o:o+s].decode(errors='replace') for n, (o, s) in members.items() if n.rsplit('/', 1)[-1].lower() == 'info.txt'), None)
-    if info is None and (path.parent/'Info.txt').is_file(): info = (path.parent/'Info.txt').read_text(errors='replace')
-    if info is None: raise ValueError(f"{path}: no Info.txt inside the archive or next to it; put the MIAS Info.txt beside it")
+    if info is None and (path.parent/'Info.txt').is_file():  # the registry's Info.txt beside a registered archive is checked
+        info = _read_checked(path.parent/'Info.txt', _SUMS.get('mias/Info.txt') if src.form else None, 'mias').decode(errors='replace')
+    if info is None: raise DataError("no Info.txt inside the archive or next to it; put the MIAS Info.txt beside it", 'mias', path)
     return dict(sorted(files.items())), info
 
 # %% ../../nbs/foundations/03a_images.ipynb #16399fc0
 def load_mias_info(path: str|Path|None=None, # PNG/PGM folder or `all-mias.tar.gz`; default: `find('mias')`
                   ) -> 'pd.DataFrame': # One row per Info.txt line (see `parse_mias_info`)
-    "The mini-MIAS truth data alone (no images decoded)."
-    return parse_mias_info(_mias_images(Path(path) if path is not None else find('mias'))[1])
+    "The mini-MIAS truth data alone (no images decoded); `Info.txt` is checked like every file a loader reads."
+    src = source('mias', path)
+    try: return parse_mias_info(_mias_images(src)[1])
+    except DataError: raise
+    except ValueError as e: raise DataError(str(e), 'mias', src.path/'Info.txt' if src.path.is_dir() else src.path) from None
 
 # %% ../../nbs/foundations/03a_images.ipynb #a9fd61b8
+def _mias_film(b: bytes, # Encoded image
+               where: str, # File or archive member, for messages
+              ) -> 'PIL.Image.Image': # Grey levels, 1024x1024
+    "Decode one mini-MIAS film; `DataError` naming it when it cannot be decoded or is not 1024x1024."
+    from PIL import Image
+    try: im = Image.open(io.BytesIO(b)); im.load(); im = im.convert('L')
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot be decoded as an image ({type(e).__name__}: {re.sub(r' *<_io.BytesIO object at 0x[0-9a-f]+>', '', str(e))})", 'mias', where) from None
+    if im.size != (1024, 1024): raise DataError(f"expected 1024x1024, got {im.size[0]}x{im.size[1]}", 'mias', where)
+    return im
+
 def load_mias(path: str|Path|None=None, # PNG/PGM folder or `all-mias.tar.gz`; default: `find('mias')`
               size: int=1024, # Output height and width (area-averaged downscale when < 1024)
               refs: Sequence[str]|None=None, # Only these films (e.g. `['mdb001']`); default: all
              ) -> Mammograms:
-    "mini-MIAS films as uint8 arrays plus their `Info.txt` truth data, lesion centres converted to row/col."
+    "mini-MIAS films as uint8 arrays plus their `Info.txt` truth data, lesion centres converted to row/col; every file read is checked."
     from PIL import Image
-    path = Path(path) if path is not None else find('mias')
-    blobs, info_text = _mias_images(path)
+    src = source('mias', path)
+    blobs, info_text = _mias_images(src)
     if refs is not None:
         missing = [r for r in refs if r not in blobs]
         if missing: raise ValueError(f"unknown or missing MIAS films: {missing}")
         blobs = {r: blobs[r] for r in refs}
-    if not blobs: raise ValueError(f"{path}: no mdbNNN.png/.pgm images")
+    if not blobs: raise DataError("no mdbNNN.png/.pgm images", 'mias', src.path)
     imgs = []
-    for r, get in blobs.items():
-        im = Image.open(io.BytesIO(get())).convert('L')
-        if im.size != (1024, 1024): raise ValueError(f"{r}: expected 1024x1024, got {im.size}")
+    for r, (name, get) in blobs.items():
+        im = _mias_film(get(), str(src.path/name) if src.path.is_dir() else f'{src.path}:{name}')
         if size != 1024: im = im.resize((size, size), Image.BOX)
         imgs.append(np.asarray(im))
-    info = parse_mias_info(info_text)
+    try: info = parse_mias_info(info_text)
+    except ValueError as e: raise DataError(str(e), 'mias', src.path/'Info.txt' if src.path.is_dir() else src.path) from None
     info = info[info.ref.isin(list(blobs))].reset_index(drop=True)
     s = size/1024
     for c in ('x', 'y', 'radius', 'row', 'col'): info[c] = (info[c].astype('Float64')*s).round().astype('Int64')

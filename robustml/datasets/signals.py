@@ -4,7 +4,7 @@
 
 # %% ../../nbs/foundations/03b_signals.ipynb #268e43af
 from __future__ import annotations
-import gzip, hashlib, io, os, re, tempfile, zipfile
+import gzip, hashlib, io, os, re, tempfile, zipfile, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -12,8 +12,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..core import get_profile, progress
-from . import (ChecksumError, DataUnavailable, _checked, _fingerprint, _read_archive, cache_dir, cached_arrays,
-                               file_hash, find, get_dataset, have, use_real)
+from . import (ChecksumError, DataError, DataUnavailable, _zip_names, cache_dir, find, get_dataset, have,
+                               source, use_real)
 
 # %% auto #0
 __all__ = ['FS', 'GAIN', 'CINC2017_CLASSES', 'CINC2017_CODES', 'ECGRecords', 'parse_header', 'load_cinc2017', 'synthetic_ecg']
@@ -59,55 +59,83 @@ class ECGRecords:
         return X, M
 
 # %% ../../nbs/foundations/03b_signals.ipynb #b2f0cb99
-def parse_header(text: str) -> tuple[float, float, int]:
-    "`(fs, gain, n_samples)` from a single-signal WFDB `.hea` header (gain defaults to 200/unit as in WFDB)."
+def parse_header(text: str, # Contents of a `.hea` file
+                 where: str|None=None, # The file, for messages
+                ) -> tuple[float, float, int]: # fs (Hz), gain (units per mV), number of samples (-1 if not given)
+    "`(fs, gain, n_samples)` from a single-signal WFDB `.hea` header (gain defaults to 200/unit as in WFDB); `DataError` when unreadable."
     lines = [l for l in text.splitlines() if l.strip() and not l.startswith('#')]
-    rec = lines[0].split()
-    fs = float(rec[2].split('/')[0]) if len(rec) > 2 else 250.
-    n = int(rec[3]) if len(rec) > 3 else -1
+    try:
+        rec = lines[0].split()
+        fs = float(rec[2].split('/')[0]) if len(rec) > 2 else 250.
+        n = int(rec[3]) if len(rec) > 3 else -1
+    except (IndexError, ValueError) as e: raise DataError(f"not a WFDB header ({type(e).__name__}: {e})", file=where) from None
     sig = lines[1].split() if len(lines) > 1 else []
     gain = 200.
     if len(sig) > 2:
         m = re.match(r'([0-9.eE+-]+)', sig[2])
-        if m and float(m.group(1)) != 0: gain = float(m.group(1))
+        try:
+            if m and float(m.group(1)) != 0: gain = float(m.group(1))
+        except ValueError: raise DataError(f"unreadable gain {sig[2]!r}", file=where) from None
+    if fs <= 0 or n < -1: raise DataError(f"implausible header: fs {fs}, {n} samples", file=where)
     return fs, gain, n
 
 # %% ../../nbs/foundations/03b_signals.ipynb #72aeb0a2
-def _read_mat_val(b: bytes, name: str) -> np.ndarray:
-    "The `val` variable of a MATLAB v4 record as a 1-D float32 array (raw units)."
+def _read_mat_val(b: bytes, # A MATLAB v4/v5 file's bytes
+                  name: str, # The file, for messages
+                 ) -> np.ndarray: # float32, raw units
+    "The `val` variable of a MATLAB record as a 1-D float32 array; `DataError` naming the file when it cannot be read."
     from scipy.io import loadmat
-    m = loadmat(io.BytesIO(b))
-    if 'val' not in m: raise ValueError(f"{name}: no variable 'val' (found {[k for k in m if not k.startswith('__')]})")
-    return np.asarray(m['val'], dtype=np.float32).ravel()
+    try: m = loadmat(io.BytesIO(b))
+    except (ValueError, TypeError, OSError, EOFError, IndexError, zlib.error, NotImplementedError) as e:
+        raise DataError(f"not a readable MATLAB file ({type(e).__name__}: {e})", 'cinc2017', name) from None
+    if 'val' not in m: raise DataError(f"no variable 'val' (found {[k for k in m if not k.startswith('__')]})", 'cinc2017', name)
+    try: return np.asarray(m['val'], dtype=np.float32).ravel()
+    except (TypeError, ValueError) as e: raise DataError(f"'val' is not numeric ({e})", 'cinc2017', name) from None
 
 # %% ../../nbs/foundations/03b_signals.ipynb #67436e16
 def load_cinc2017(path: str|Path|None=None, # WFDB folder or `training2017.zip`; default: `find('cinc2017')`
                   reference: str|Path|None=None, # Another label file (e.g. `REFERENCE-v3.csv`); default: the one beside the records
                  ) -> ECGRecords:
-    "PhysioNet/CinC 2017 records in `REFERENCE.csv` order: raw-unit float32 signals, int64 labels, fs and gain."
-    path = Path(path) if path is not None else find('cinc2017')
+    "PhysioNet/CinC 2017 records in `REFERENCE.csv` order: raw-unit float32 signals, int64 labels, fs and gain; every file read is checked."
+    src = source('cinc2017', path)
+    path = src.path
     if path.is_dir():
-        ref_text = Path(reference).read_text() if reference else (path/'REFERENCE.csv').read_text()
-        get = lambda f: (path/f).read_bytes()
+        ref_name = str(reference) if reference else str(path/'REFERENCE.csv')
+        ref_text = Path(reference).read_text() if reference else src.read('REFERENCE.csv').decode()
+        where = lambda f: str(path/f)
+        get = src.read
     else:
-        zf = zipfile.ZipFile(path)
-        names = {n.rsplit('/', 1)[-1]: n for n in zf.namelist() if not n.endswith('/')}
-        if 'REFERENCE.csv' not in names and not reference: raise ValueError(f"{path}: no REFERENCE.csv inside")
-        ref_text = Path(reference).read_text() if reference else zf.read(names['REFERENCE.csv']).decode()
-        get = lambda f: zf.read(names[f])
+        try:
+            zf = zipfile.ZipFile(path)
+            names = {n.rsplit('/', 1)[-1]: n for n in _zip_names(zf, path, 'cinc2017') if not n.endswith('/')}
+        except (zipfile.BadZipFile, OSError, EOFError) as e: raise DataError(f"not a readable zip archive ({e})", 'cinc2017', path) from None
+        if 'REFERENCE.csv' not in names and not reference: raise DataError("no REFERENCE.csv inside", 'cinc2017', path)
+        ref_name = str(reference) if reference else f"{path}:{names['REFERENCE.csv']}"
+        where = lambda f: f"{path}:{names.get(f, f)}"
+        def get(f):
+            try: return zf.read(names[f])
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e: raise DataError(f"member {f} is corrupt ({e})", 'cinc2017', path) from None
+        ref_text = Path(reference).read_text() if reference else get('REFERENCE.csv').decode()
     records, labels, signals, gains, rates = [], [], [], set(), set()
-    for line in ref_text.splitlines():
+    for i, line in enumerate(ref_text.splitlines(), 1):
         if not line.strip(): continue
-        rec, code = [t.strip() for t in line.split(',')[:2]]
-        if code not in CINC2017_CODES: raise ValueError(f"REFERENCE: unknown label {code!r} for {rec}")
-        try: hea, mat = get(rec + '.hea').decode(), get(rec + '.mat')
-        except (FileNotFoundError, KeyError) as e: raise ValueError(f"{path}: record {rec} listed in REFERENCE.csv is missing") from e
-        fs, gain, n = parse_header(hea)
-        x = _read_mat_val(mat, rec + '.mat')
-        if n >= 0 and len(x) != n: raise ValueError(f"{rec}: header says {n} samples, the .mat has {len(x)}")
+        parts = [t.strip() for t in line.split(',')]
+        if len(parts) < 2: raise DataError(f"line {i} is not 'record,label': {line!r}", 'cinc2017', ref_name)
+        rec, code = parts[:2]
+        if code not in CINC2017_CODES: raise DataError(f"unknown label {code!r} for {rec} (line {i})", 'cinc2017', ref_name)
+        try: hea, mat = get(rec + '.hea'), get(rec + '.mat')
+        except (FileNotFoundError, KeyError) as e: raise DataError(f"record {rec} listed in REFERENCE.csv is missing", 'cinc2017', path) from e
+        except DataError as e:
+            if 'missing' in e.problem: raise DataError(f"record {rec} listed in REFERENCE.csv is missing ({e.file})", 'cinc2017', path) from e
+            raise
+        try: hea = hea.decode()
+        except UnicodeDecodeError: raise DataError("not a text WFDB header", 'cinc2017', where(rec + '.hea')) from None
+        fs, gain, n = parse_header(hea, where(rec + '.hea'))
+        x = _read_mat_val(mat, where(rec + '.mat'))
+        if n >= 0 and len(x) != n: raise DataError(f"header says {n} samples, the .mat has {len(x)}", 'cinc2017', where(rec + '.mat'))
         records.append(rec); labels.append(CINC2017_CODES.index(code)); signals.append(x); gains.add(gain); rates.add(fs)
-    if not records: raise ValueError(f"{path}: REFERENCE.csv lists no records")
-    if len(gains) > 1 or len(rates) > 1: raise ValueError(f"{path}: records differ in gain {gains} or rate {rates}")
+    if not records: raise DataError("REFERENCE.csv lists no records", 'cinc2017', ref_name)
+    if len(gains) > 1 or len(rates) > 1: raise DataError(f"records differ in gain {gains} or rate {rates}", 'cinc2017', path)
     return ECGRecords(signals, np.array(labels, np.int64), records, fs=rates.pop(), gain=gains.pop())
 
 # %% ../../nbs/foundations/03b_signals.ipynb #e4b895b6

@@ -13,64 +13,109 @@ import numpy as np
 import pandas as pd
 
 from ..core import get_profile, progress
-from . import (ChecksumError, DataUnavailable, _checked, _fingerprint, _read_archive, cache_dir, cached_arrays,
-                               file_hash, find, get_dataset, have, use_real)
+from . import (ChecksumError, DataError, DataUnavailable, _read_archive, _read_checked, cache_dir, file_hash,
+                               find, get_dataset, have, source, use_real)
 
 # %% auto #0
 __all__ = ['DAY', 'N_TRANSACTIONS', 'N_FRAUDS', 'SIMULATED', 'load_creditcard', 'load_mammography', 'load_iris',
            'synthetic_imbalanced', 'synthetic_creditcard']
 
 # %% ../../nbs/foundations/03c_tabular.ipynb #4ac458ad
+def _read_csv(b: bytes|Path, # The CSV's bytes (already checked) or a file
+              dataset: str, # Registry name, for messages
+              where: str|Path, # The file, for messages
+             ) -> 'pd.DataFrame':
+    "`pd.read_csv` whose failures (an empty, binary or ragged file) become a `DataError` naming the file."
+    import pandas as pd
+    try: return pd.read_csv(io.BytesIO(b) if isinstance(b, bytes) else b)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"not a readable CSV ({type(e).__name__}: {e})", dataset, where) from None
+
+# %% ../../nbs/foundations/03c_tabular.ipynb #509b8ac0
 def load_creditcard(path: str|Path|None=None, # The CSV; default: `find('creditcard')` (downloads it)
-                    verify: bool=True, # Check the published SHA-256 before reading
+                    verify: bool=True, # Check the published SHA-256 before reading (also for a path of your own)
                    ) -> 'pd.DataFrame': # 284,807 rows: Time, V1..V28, Amount (float64), Class (int64, 1 = fraud)
     "The ULB credit-card fraud data (`creditcard.csv`), SHA-256 verified."
-    import pandas as pd
-    path = Path(path) if path is not None else find('creditcard')
+    src = source('creditcard', path)  # a registered copy is checked here
     form = get_dataset('creditcard').forms[0]
-    if verify and file_hash(path) != form.sha256:
-        raise ChecksumError(f"{path}: SHA-256 differs from the published {form.sha256}; the file is not the original creditcard.csv")
-    df = pd.read_csv(path)
+    if verify and src.form is None and file_hash(src.path) != form.sha256:
+        raise ChecksumError(f"SHA-256 differs from the published {form.sha256}; the file is not the original creditcard.csv", 'creditcard', src.path)
+    df = _read_csv(src.path, 'creditcard', src.path)
     want = ['Time'] + [f'V{i}' for i in range(1, 29)] + ['Amount', 'Class']
-    if list(df.columns) != want: raise ValueError(f"{path}: unexpected columns {list(df.columns)[:5]}...")
-    df['Class'] = pd.to_numeric(df['Class'].astype(str).str.strip("'\" ")).astype(np.int64)
+    if list(df.columns) != want: raise DataError(f"unexpected columns {list(df.columns)[:5]}... (expected {want[:3]}...)", 'creditcard', src.path)
+    y = _binary_labels(df.pop('Class'), 'creditcard', src.path)
+    df = _numeric(df, 'creditcard', src.path); df['Class'] = y
     return df
 
-# %% ../../nbs/foundations/03c_tabular.ipynb #a0ef5fe8
-def _binary_labels(s: 'pd.Series', where: str) -> np.ndarray:
-    "Map a class column coded 0/1, -1/1 (possibly quoted) to int64 0/1 with 1 = positive."
+# %% ../../nbs/foundations/03c_tabular.ipynb #d133b91d
+def _numeric(df: 'pd.DataFrame', # Columns that must all be numbers
+             dataset: str, # Registry name, for messages
+             where: str|Path, # The file, for messages
+            ) -> 'pd.DataFrame': # float64, no missing values
+    "The table as float64; a `DataError` names the file, the column and the first bad value (text or empty) otherwise."
     import pandas as pd
-    v = pd.to_numeric(s.astype(str).str.strip("'\" "), errors='raise').astype(np.int64).to_numpy()
+    if all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in df.dtypes):  # the usual case, vectorised
+        a = df.to_numpy(np.float64)
+        if not np.isnan(a).any(): return pd.DataFrame(a, index=df.index, columns=df.columns)
+    out = {}
+    for c in df.columns:
+        col = df[c]
+        v = col if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) else pd.to_numeric(col, errors='coerce')
+        if v.isna().any():
+            i = int(np.flatnonzero(v.isna().to_numpy())[0])
+            what = 'is empty' if pd.isna(col.iloc[i]) else f"holds {col.iloc[i]!r}, not a number"
+            raise DataError(f"column {c!r}, data row {i + 1} {what}", dataset, where)
+        out[c] = v
+    return pd.DataFrame(out, index=df.index).astype(np.float64)
+
+# %% ../../nbs/foundations/03c_tabular.ipynb #a0ef5fe8
+def _binary_labels(s: 'pd.Series', # The class column
+                   dataset: str, # Registry name, for messages
+                   where: str|Path, # The file, for messages
+                  ) -> np.ndarray: # int64 0/1, 1 = positive
+    "Map a class column coded 0/1, -1/1 (possibly quoted) to int64 0/1 with 1 = positive; `DataError` otherwise."
+    import pandas as pd
+    v = pd.to_numeric(s.astype(str).str.strip("'\" "), errors='coerce')
+    if v.isna().any():
+        i = int(np.flatnonzero(v.isna().to_numpy())[0])
+        raise DataError(f"class column, row {i + 1}: {s.iloc[i]!r} is not a class label", dataset, where)
+    if (v != v.round()).any(): raise DataError("class column holds non-integer values", dataset, where)
+    v = v.astype(np.int64).to_numpy()
     vals = set(np.unique(v).tolist())
     if vals <= {0, 1}: return v
     if vals <= {-1, 1}: return (v == 1).astype(np.int64)
-    raise ValueError(f"{where}: class values {sorted(vals)} are neither 0/1 nor -1/1")
+    raise DataError(f"class values {sorted(vals)} are neither 0/1 nor -1/1", dataset, where)
 
 # %% ../../nbs/foundations/03c_tabular.ipynb #6640544a
 def _imblearn_npz(b: bytes, where: str) -> tuple:
-    "`(X, y)` from imbalanced-learn's benchmark `.npz` (arrays `data` and `label`, read without pickle)."
-    with np.load(io.BytesIO(b), allow_pickle=False) as z:
-        if 'data' not in z or 'label' not in z: raise ValueError(f"{where}: expected arrays 'data' and 'label'")
-        return np.asarray(z['data'], np.float64), np.asarray(z['label'])
+    "`(X, y)` from imbalanced-learn's benchmark `.npz` (arrays `data` and `label`, read without pickle); `DataError` naming `where`."
+    try:
+        with np.load(io.BytesIO(b), allow_pickle=False) as z:
+            if 'data' not in z or 'label' not in z: raise DataError("expected arrays 'data' and 'label'", 'mammography', where)
+            return np.asarray(z['data'], np.float64), np.asarray(z['label'])
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, DataError): raise
+        raise DataError(f"not a readable .npz ({type(e).__name__}: {e})", 'mammography', where) from None
 
 # %% ../../nbs/foundations/03c_tabular.ipynb #e6617545
 def load_mammography(path: str|Path|None=None, # CSV, imbalanced-learn's `x25data.npz` or its benchmark tar.gz; default: `find('mammography')`
                     ) -> tuple: # X DataFrame (11183, 6) X1..X6 float64, y int64 (1 = micro-calcification, the 2.32% minority)
-    "Woods et al.'s imbalanced mammography set as `(X, y)`; the class (0/1 in the CSV, -1/1 in imbalanced-learn) maps to 0/1."
+    "Woods et al.'s imbalanced mammography set as `(X, y)`; the class (0/1 in the CSV, -1/1 in imbalanced-learn) maps to 0/1. Checked (see `source`)."
     import pandas as pd
-    path = Path(path) if path is not None else find('mammography')
+    src = source('mammography', path)  # a registered CSV is checked against its SHA-256 here
+    path = src.path
     if path.suffix == '.csv':
-        df = pd.read_csv(path)
-        if 'Class' not in df.columns: raise ValueError(f"{path}: no 'Class' column")
-        y = _binary_labels(df.pop('Class'), str(path))
-        return df.astype(np.float64), y
+        df = _read_csv(path, 'mammography', path)
+        if 'Class' not in df.columns: raise DataError(f"no 'Class' column (columns: {list(df.columns)})", 'mammography', path)
+        y = _binary_labels(df.pop('Class'), 'mammography', path)
+        return _numeric(df, 'mammography', path), y
     if path.suffix == '.npz': X, lab = _imblearn_npz(path.read_bytes(), str(path))
     else:
-        raw, members = _read_archive(path)
-        hit = next((v for n, v in members.items() if n.rsplit('/', 1)[-1] == 'x25data.npz'), None)
-        if hit is None: raise ValueError(f"{path}: no x25data.npz (mammography) inside")
-        X, lab = _imblearn_npz(raw[hit[0]:hit[0] + hit[1]], str(path))
-    return pd.DataFrame(X, columns=[f'X{j}' for j in range(1, X.shape[1] + 1)]), _binary_labels(pd.Series(lab), str(path))
+        raw, members = _read_archive(path, 'mammography')
+        hit = next(((n, v) for n, v in members.items() if n.rsplit('/', 1)[-1] == 'x25data.npz'), None)
+        if hit is None: raise DataError("no x25data.npz (mammography) inside", 'mammography', path)
+        X, lab = _imblearn_npz(raw[hit[1][0]:hit[1][0] + hit[1][1]], f'{path}:{hit[0]}')
+    return pd.DataFrame(X, columns=[f'X{j}' for j in range(1, X.shape[1] + 1)]), _binary_labels(pd.Series(lab), 'mammography', path)
 
 # %% ../../nbs/foundations/03c_tabular.ipynb #5de730eb
 def load_iris() -> tuple: # X float64 (150, 4), y int64 (0 setosa, 1 versicolor, 2 virginica), feature_names, target_names
