@@ -4,7 +4,7 @@
 
 # %% ../nbs/foundations/00_core.ipynb #3959a799
 from __future__ import annotations
-import dataclasses, datetime, json, math, os, platform, random, sys, tempfile, time
+import dataclasses, datetime, json, math, os, platform, random, sys, tempfile, textwrap, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +14,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['PROFILES', 'get_profile', 'by_profile', 'set_seed', 'get_device', 'cpu_threads', 'set_threads', 'torch_threads',
-           'omp_threads', 'blas_threads', 'progress', 'parallel_map', 'atomic_write', 'versions', 'DataInfo', 'Results',
-           'timed']
+           'omp_threads', 'blas_threads', 'progress', 'parallel_map', 'atomic_write', 'versions', 'short_path',
+           'DataInfo', 'Results', 'timed']
 
 # %% ../nbs/foundations/00_core.ipynb #0bd7b3c9
 def _openmp_loaded() -> bool:
@@ -202,6 +202,18 @@ def versions(packages: Iterable[str]=_VERSIONED, # Distribution names to report
         except PackageNotFoundError: out[p] = None
     return out
 
+# %% ../nbs/foundations/00_core.ipynb #4e5eab94
+def short_path(path: str|Path, # A file or folder
+              ) -> str: # e.g. `$ROBUSTML_DATA/mias`, `<cache>/cifar10`, or the last two parts of the path
+    "A path as a page may print it: relative to `$ROBUSTML_DATA` or the user cache, never a folder of this machine."
+    p = Path(path)
+    cache = os.environ.get('ROBUSTML_CACHE') or Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))/'robustml'
+    for label, root in (('$ROBUSTML_DATA', os.environ.get('ROBUSTML_DATA')), ('<cache>', cache)):
+        if not root: continue
+        try: return f'{label}/{p.resolve().relative_to(Path(root).resolve())}'.rstrip('/.')
+        except ValueError: pass
+    return '/'.join(p.parts[-2:]) if p.is_absolute() else str(p)
+
 # %% ../nbs/foundations/00_core.ipynb #4e3729bd
 @dataclass
 class DataInfo:
@@ -217,11 +229,12 @@ class DataInfo:
             raise ValueError(f"DataInfo.source must be 'real' or 'synthetic', got {self.source!r}")
 
     def __str__(self) -> str:
+        "One paragraph, wrapped at 100 characters, that names no folder of this machine (see `short_path`)."
         sizes = ', '.join(f'{k}={v:,}' if isinstance(v, int) else f'{k}={v}' for k, v in self.sizes.items())
         label = 'REAL data' if self.source == 'real' else 'SYNTHETIC stand-in data (not the study\'s data)'
         s = f"{self.name}: {label}" + (f" ({sizes})" if sizes else '')
-        if self.location: s += f" from {self.location}"
-        return s + (f". {self.notes}" if self.notes else '')
+        if self.location: s += f" from {short_path(self.location)}"
+        return textwrap.fill(s + (f". {self.notes}" if self.notes else ''), width=100, break_on_hyphens=False)
 
 # %% ../nbs/foundations/00_core.ipynb #27547211
 @dataclass

@@ -146,7 +146,7 @@ def results_frame(rows: list[dict], # Rows `quantity, paper, ours, ci, note` (pe
                  ) -> 'pandas.DataFrame':
     "A results table for people: percent with one decimal, intervals as [low, high], '-' for missing; `quantity` as index."
     import pandas as pd
-    f = lambda v: '-' if v is None else f'{v:.1f}'
+    f = lambda v: '-' if v is None else f'{v:.1f}' if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
     return pd.DataFrame([{'quantity': r['quantity'], 'paper': f(r.get('paper')), 'ours': f(r.get('ours')),
                           '95% CI': '-' if r.get('ci') is None else f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]",
                           'note': r.get('note', '')} for r in rows]).set_index('quantity')
