@@ -4,6 +4,7 @@
 
 # %% ../nbs/foundations/09_cli.ipynb #4c9e24da
 from __future__ import annotations
+import textwrap
 import argparse, os, sys, tempfile, traceback
 from pathlib import Path
 
@@ -100,9 +101,12 @@ def cmd_data_fetch(args) -> int:
 
 # %% ../nbs/foundations/09_cli.ipynb #9a464616
 def cmd_studies(args) -> int:
-    "List the registered studies, in chapter order."
-    rows = [{'study': s.name, 'title': s.title, 'module': s.module} for s in load_studies().values()]
-    print(format_table(rows, ['study', 'title', 'module']) if rows else '(no studies registered)')
+    "List the registered studies, in chapter order: name and module, then the title wrapped under them (100 columns)."
+    studies = list(load_studies().values())
+    if not studies: print('(no studies registered)'); return 0
+    for s in studies:
+        print(f'{s.name:<17} {s.module}')
+        print(textwrap.fill(s.title, width=100, initial_indent='    ', subsequent_indent='    '))
     return 0
 
 # %% ../nbs/foundations/09_cli.ipynb #30fa4111

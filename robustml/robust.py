@@ -281,7 +281,7 @@ class AutoAttackResult:
     def __repr__(self):
         lo, hi = self.ci
         return (f"AutoAttack ({self.version}, eps={self.eps:.4g}, {self.n} examples): robust accuracy "
-                f"{self.robust_accuracy:.1f}% [{lo:.1f}, {hi:.1f}]; stages {[s[0] for s in self.stages]}")
+                f"{self.robust_accuracy:.1f}% [{lo:.1f}, {hi:.1f}]\n  stages: {', '.join(s[0] for s in self.stages)}")
 
 # %% ../nbs/foundations/06_robust.ipynb #081238f5
 def autoattack(model: nn.Module, # Classifier that takes inputs in input units
