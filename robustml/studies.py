@@ -49,6 +49,7 @@ STUDY_LIST = ( # (study, module, depends on), in chapter order
     ('cifar-fgsm', 'robustml.cifar.fgsm', ()),
     ('cifar-full', 'robustml.cifar.full', ()),
     ('cifar-time', 'robustml.cifar.time', ('cifar-full',)),
+    ('cifar-certify', 'robustml.cifar.certify', ()),
     ('mammo-gan', 'robustml.mammo', ()),
     ('ecg-smooth', 'robustml.ecg', ()),
     ('fimba', 'robustml.fimba', ()),
