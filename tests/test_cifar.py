@@ -236,6 +236,7 @@ def test_the_chapter_package_reads_bottom_up():
     assert imports('fgsm') & pages == {'common'}
     assert imports('full') & pages == {'common', 'fgsm'}
     assert imports('time') & pages == {'common', 'fgsm', 'full'}
+    assert imports('certify') & (pages | {'certify'}) == {'common', 'full'}   # the certification page builds on full's network
     from robustml.studies import STUDY_LIST
     mods = {name: mod for name, mod, *_ in STUDY_LIST}
     assert (mods['cifar-fgsm'], mods['cifar-full'], mods['cifar-time']) == ('robustml.cifar.fgsm', 'robustml.cifar.full', 'robustml.cifar.time')
