@@ -22,30 +22,40 @@ from .datasets import find, use_real
 from .datasets.signals import CINC2017_CLASSES as CLASSES, FS, GAIN, ECGRecords, load_cinc2017, synthetic_ecg
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
 from .robust import autoattack
-from .stats import bootstrap_ci, bootstrap_metric, mean_ci, percent, wilson_ci
+from .stats import binomial_p, bootstrap_ci, bootstrap_metric, mean_ci, percent, wilson_ci
 from .training import fit, predict
 from .plots import bars, legend, line, percent_axis, run_color, style
+from .quiz import SpotTheFake, plot_item
 
 # %% auto #0
-__all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'PAPER', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'load_ecg_data',
-           'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths', 'ECGNet',
-           'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'train_binary_ecg',
-           'attack_batches', 'success_mask', 'hf_energy_fraction', 'total_variation', 'attack_ecg', 'attack_binary_ecg',
-           'plot_attack', 'autoattack_ecg', 'headline', 'seed_headline', 'seeds_ecg', 'sweep_ecg', 'plot_sweep',
-           'collate_and_perturb', 'collate_ecg', 'results_table', 'ecg_results', 'run_ecg_smooth']
+__all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'SMOOTH_STEPS', 'NOISE_STD', 'TARGET', 'PAPER', 'CLINICIANS',
+           'HEADLINE_STEPS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table', 'load_ecg_data', 'plot_ecgs',
+           'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths', 'ECGNet', 'random_crops',
+           'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches', 'success_mask',
+           'hf_energy_fraction', 'total_variation', 'attack_ecg', 'plot_attack', 'attack_targeted_ecg',
+           'collate_and_perturb', 'collate_ecg', 'autoattack_ecg', 'headline', 'seed_headline', 'pooled_rate',
+           'seeds_ecg', 'sweep_ecg', 'plot_sweep', 'clinician_tests', 'ecg_quiz', 'plot_quiz', 'results_table',
+           'ecg_results', 'verdict', 'run_ecg_smooth']
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #49232144
 KERNEL_SIZES = (5, 7, 11, 15, 19) # Gaussian kernel lengths of the smoothed attack (samples)
 SIGMAS = (1, 3, 5, 7, 10) # Gaussian widths of the smoothed attack (samples)
-EPS, ALPHA, STEPS = 10., 1., 20  # the paper's PGD settings, raw units
+EPS, ALPHA, STEPS = 10., 1., 20  # the paper's PGD: L-inf budget, step and steps, raw units (1000 = 1 mV)
+SMOOTH_STEPS = 40 # the paper's sign steps of ALPHA on theta, started from the PGD result
+NOISE_STD = 5. # std (raw units) of the paper's Gaussian noise in "collate and perturb", before smoothing
+TARGET = (1, 0) # the paper's targeted case: AF (class 1) made to read as Normal (class 0)
 
 PAPER = { # Han et al. (2020), arXiv 1905.05163 v2, in percent (see the table's notes for what each one measured)
     'smooth_success_pct': 74.0, # correctly classified test ECGs whose diagnosis the smoothed attack changes
-    'cp_still_adversarial_pct': 87.6, # attacked ECGs that stay adversarial under smoothed Gaussian noise
+    'cp_still_adversarial_pct': 87.6, # attacked ECGs that stay adversarial under smoothed Gaussian noise (per record)
     'clinicians_spot_pgd_pct': 95.0, # pairs in which two clinicians told the PGD example from the original
     'clinicians_spot_smooth_pct': 62.0, # the same for smoothed examples (chance: 50)
     'authors_f1_pct': 87.0, # mean F1 (N, A, O) of the authors' model on their random 10% split (it also picked the checkpoint)
     'winners_f1_pct': 83.0, # mean F1 of the 2017 challenge winners on the hidden test set
+}
+CLINICIANS = { # the reader study's counts behind PAPER's percentages: (right, judged); two clinicians, 100 pairs each
+    'smoothed, both clinicians': (124, 200), 'smoothed, clinician 1': (65, 100), 'smoothed, clinician 2': (59, 100),
+    'PGD, both clinicians': (190, 200),
 }
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #944d773d
@@ -62,18 +72,17 @@ class ECGConfig:
     repeat: int # passes over the training records per epoch, each with new crops
     batch_size: int # training batch
     lr: float # peak learning rate (one-cycle schedule)
-    binary_epochs: int # Normal-vs-AF training epochs
     n_attack: int|None # correctly classified held-out records attacked (None: all)
-    n_binary_attack: int|None # the same for the Normal-vs-AF model
     sweep_eps: tuple # budgets of the eps sweep (raw units)
     n_sweep: int|None # records of the sweep (None: the whole attack pool)
-    cp_records: int|None # adversarial examples that collate and perturb samples around (None: all)
-    cp_samples: int # random perturbations per record
+    cp_records: int|None # adversarial examples that collate and perturb samples around, per seed (None: all)
+    cp_samples: int # random perturbations per record (the paper: 1,000)
     n_synthetic: int # records of the stand-in (quick without data)
     threads: int|None # PyTorch CPU threads (None: PyTorch's default; ROBUSTML_THREADS overrides)
-    n_seeds: int # seeds of the headline (F1 and attack success): seed, seed + 1, ...
+    n_seeds: int # seeds of the headline, pooled: seed, seed + 1, ...
     n_jobs: int|None = None # workers of `parallel_map` over those seeds (None: joblib's setting, serial by default)
     aa_version: str = 'course' # `robustml.robust.autoattack` version of the AutoAttack-style step ('course' or 'standard')
+    n_quiz: int = 8 # items of the reader quiz (clean and smoothed-adversarial windows)
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #20da768b
 #| code-fold: true
@@ -83,17 +92,36 @@ def ecg_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None read
     p = get_profile(profile)
     return by_profile(
         quick=ECGConfig(p, length=3000, crop=1500, width=16, dilations=(1, 2, 4, 8), epochs=4, repeat=2, batch_size=32,
-                        lr=3e-3, binary_epochs=3, n_attack=12, n_binary_attack=8, sweep_eps=(2., 10.), n_sweep=8,
-                        cp_records=4, cp_samples=16, n_synthetic=120, threads=1, n_seeds=2),
+                        lr=3e-3, n_attack=12, sweep_eps=(2., 10.), n_sweep=8, cp_records=4, cp_samples=16,
+                        n_synthetic=120, threads=1, n_seeds=2),
         course=ECGConfig(p, length=9000, crop=2400, width=32, dilations=(1, 2, 4, 8, 1, 2, 4, 8), epochs=20, repeat=4,
-                         batch_size=32, lr=3e-3, binary_epochs=15, n_attack=None, n_binary_attack=48,
-                         sweep_eps=(1., 2., 5., 10., 20.), n_sweep=None, cp_records=32, cp_samples=128, n_synthetic=300,
-                         threads=1, n_seeds=3),
+                         batch_size=32, lr=3e-3, n_attack=None, sweep_eps=(2., 5., 10., 20.), n_sweep=None,
+                         cp_records=None, cp_samples=128, n_synthetic=300, threads=1, n_seeds=3),
         paper=ECGConfig(p, length=18000, crop=9000, width=64, dilations=(1, 2, 4, 8, 16, 1, 2, 4, 8, 16), epochs=60,
-                        repeat=4, batch_size=32, lr=1e-3, binary_epochs=40, n_attack=None, n_binary_attack=None,
-                        sweep_eps=(1., 2., 5., 10., 20., 50.), n_sweep=None, cp_records=None, cp_samples=1000,
-                        n_synthetic=300, threads=None, n_seeds=5, aa_version='standard'),
+                        repeat=4, batch_size=32, lr=1e-3, n_attack=None, sweep_eps=(1., 2., 5., 10., 20., 50.),
+                        n_sweep=None, cp_records=None, cp_samples=1000, n_synthetic=300, threads=None, n_seeds=5,
+                        aa_version='standard'),
         profile=p)
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #89ee84bb
+#| code-fold: true
+def settings_table(cfg: ECGConfig, # The chapter's settings (`ecg_config`)
+                  ) -> 'pandas.DataFrame':
+    "This profile's settings beside the paper's, one row per setting, with whether they agree."
+    import pandas as pd
+    rows = [
+        ('training data', '300 records (all here), split by record 60/20/20', '8,528 records, random 90/10 split', False),
+        ('input', f'{cfg.length:,} samples ({cfg.length / FS:.0f} s), cut or zero-padded', '18,000 samples (60 s), padded', cfg.length == 18000),
+        ('model', f'ECGNet, {len(cfg.dilations) + 1} conv layers of width {cfg.width}', '13-layer CNN, first conv 320 x 24', False),
+        ('PGD', f'eps {EPS:g}, step {ALPHA:g}, {STEPS} steps', 'eps 10, step 1, 20 steps', True),
+        ('smoothed attack', f'{SMOOTH_STEPS} sign steps of {ALPHA:g} on theta from PGD', '40 sign steps of 1 from PGD', True),
+        ('smoothing kernel', f'{len(KERNEL_SIZES) * len(SIGMAS)} Gaussians, sizes 5-19, sigmas 1-10', 'the same', True),
+        ('targeted case', 'AF -> Normal (and all classes untargeted)', 'AF -> Normal', True),
+        ('collate and perturb', f'noise std {NOISE_STD:g}, {cfg.cp_samples:,} samples per record', 'noise std 5, 1,000 samples per ECG',
+         cfg.cp_samples >= 1000),
+        ('seeds', f'{cfg.n_seeds}, counts pooled (Wilson intervals)', '1, no intervals', False),
+    ]
+    return pd.DataFrame([{'setting': s, 'this run': o, 'paper': p, 'as in paper': 'yes' if same else 'no'} for s, o, p, same in rows])
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #990e1386
 def load_ecg_data(cfg: ECGConfig, # The chapter's settings (`ecg_config`)
@@ -118,17 +146,18 @@ def plot_ecgs(rec: ECGRecords, # Records to draw from
               start: float=0., # Where to start (s)
               axes=None, # Optional matplotlib axes, one per record
              ):
-    "Plot records (time in s, amplitude in mV), each titled with its class and record name."
+    "Plot records (time in s, amplitude in mV), each titled with its class and record name; sized for the page column."
     import matplotlib.pyplot as plt
-    if axes is None: _, axes = plt.subplots(len(idx), 1, figsize=(10, 1.5 * len(idx)), sharex=True, squeeze=False)
-    axes = np.ravel(axes)
-    for ax, i in zip(axes, idx):
-        s = rec.signals[i]; a, b = int(start * rec.fs), int((start + seconds) * rec.fs)
-        t = np.arange(a, min(b, len(s))) / rec.fs
-        ax.plot(t, s[a:b] / rec.gain, lw=0.8)
-        ax.set_ylabel('mV'); ax.set_title(f'{rec.classes[rec.labels[i]]} ({rec.records[i]})', fontsize=9, loc='left')
-    axes[-1].set_xlabel('time (s)')
-    plt.tight_layout()
+    with style():
+        if axes is None: _, axes = plt.subplots(len(idx), 1, figsize=(7.5, 1.5 * len(idx) + 0.4), sharex=True, squeeze=False)
+        axes = np.ravel(axes)
+        for ax, i in zip(axes, idx):
+            s = rec.signals[i]; a, b = int(start * rec.fs), int((start + seconds) * rec.fs)
+            t = np.arange(a, min(b, len(s))) / rec.fs
+            ax.plot(t, s[a:b] / rec.gain, lw=0.8)
+            ax.set_ylabel('mV'); ax.set_title(f'{rec.classes[rec.labels[i]]} ({rec.records[i]})', fontsize=10, loc='left')
+        axes[-1].set_xlabel('time (s)')
+        plt.tight_layout()
     return axes
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #f4a6f2d7
@@ -348,44 +377,36 @@ def train_ecg(st: ECGStudy) -> ECGStudy:
     lo, hi = bootstrap_metric(st.rec.labels[te], st.test_pred, lambda a, b: cinc_scores(a, b, st.rec.classes)['cinc_f1'], seed=st.seed)
     st.metrics.update({'test_accuracy': sc['accuracy'], 'cinc_f1': sc['cinc_f1'], 'cinc_f1_ci': [lo, hi], 'macro_f1': sc['macro_f1'],
                        **{k: v for k, v in sc.items() if k.startswith('f1_')}, 'best_epoch': st.history.best_epoch,
-                       'n_params': sum(p.numel() for p in st.model.parameters())})
-    return st
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #7e7364f1
-def train_binary_ecg(st: ECGStudy) -> ECGStudy:
-    "Train the Normal-vs-AF model (fully balanced) and score F1 of AF on the Normal and AF test records."
-    from sklearn.metrics import f1_score
-    with timed(st.timings, 'train_binary'):
-        m, h, sel = _train_model(st, [0, 1], st.cfg.binary_epochs, st.seed, balance=1.)  # two classes: fully balanced
-    yt = sel['y'][sel['test']].numpy(); pb = predict(m, st.x[sel['test']], 64).argmax(1).numpy()
-    st.binary = {'model': m, 'history': h, 'sel': sel, 'pred': pb}
-    st.metrics.update({'binary_accuracy': float((yt == pb).mean()), 'binary_f1_af': float(f1_score(yt, pb, zero_division=0))})
+                       'n_params': sum(p.numel() for p in st.model.parameters()), 'train_seconds': st.timings['train_4class']})
     return st
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #94af7d04
 #| code-fold: true
 def attack_batches(model: nn.Module, # Classifier in raw units
                    x: Tensor, # Signals (N, 1, L)
-                   y: Tensor, # Labels (N,)
+                   y: Tensor, # Labels (N,), or the target classes when `targeted`
                    mask: Tensor, # 0/1 mask like `x` (1 = real sample)
                    kind: str='pgd', # 'pgd' or 'smooth'
                    eps: float=EPS, # L-inf budget (raw units)
                    alpha: float=ALPHA, # Step size (raw units)
-                   steps: int=STEPS, # Steps
+                   steps: int|None=None, # Steps; None: the paper's (STEPS for PGD, SMOOTH_STEPS for the smoothed attack)
                    init: Tensor|None=None, # Starting point for the smoothed attack (a PGD result); None runs PGD first
+                   targeted: bool=False, # Move toward class `y` instead of away from it
                    batch_size: int=32, # Records per attack call
                    desc: str|None=None, # Progress-bar label
                   ) -> tuple[Tensor, float]: # (adversarial signals, records per second)
     "PGD or smoothed PGD over a set of records, batched, with the padding masked; returns the result and the throughput."
     if kind not in ('pgd', 'smooth'): raise ValueError(f"kind must be 'pgd' or 'smooth', got {kind!r}")
+    if steps is None: steps = STEPS if kind == 'pgd' else SMOOTH_STEPS
     out, t0 = [], time.perf_counter()
     for i in progress(range(0, len(x), batch_size), desc=desc or kind):
         sl = slice(i, i + batch_size)
         if kind == 'pgd':
-            out.append(pgd(model, x[sl], y[sl], eps, alpha, steps, bounds=None, mask=mask[sl]))
+            out.append(pgd(model, x[sl], y[sl], eps, alpha, steps, bounds=None, mask=mask[sl], targeted=targeted))
         else:
+            start = pgd(model, x[sl], y[sl], eps, alpha, STEPS, bounds=None, mask=mask[sl], targeted=targeted) if init is None else init[sl]
             out.append(smooth_pgd(model, x[sl], y[sl], eps, alpha, steps, KERNEL_SIZES, SIGMAS, bounds=None, mask=mask[sl],
-                                  init=None if init is None else init[sl]))
+                                  init=start, targeted=targeted))
     dt = time.perf_counter() - t0
     return torch.cat(out), len(x) / max(dt, 1e-9)
 
@@ -439,7 +460,7 @@ def _smoothness(d: Tensor, m: Tensor) -> dict:
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #94a5abef
 def attack_ecg(st: ECGStudy) -> ECGStudy:
-    "PGD and the smoothed attack (paper settings) on correctly classified held-out records; success, smoothness, throughput."
+    "PGD and the smoothed attack (the paper's settings) on correctly classified held-out records; success, smoothness, throughput."
     held = np.concatenate([st.split['val'], st.split['test']])
     n_held_ok = int((predict(st.model, st.x[held], 64).argmax(1) == st.y[held]).sum())
     pool = _attack_pool(st, st.model, held, st.y, st.cfg.n_attack)
@@ -453,29 +474,14 @@ def attack_ecg(st: ECGStudy) -> ECGStudy:
     sp_, ss_ = _smoothness(dp, m), _smoothness(ds, m)
     kp, ks = int(fp.sum()), int(fs_.sum())
     st.attack = dict(pool=pool, x=x, y=y, mask=m, x_pgd=xp, x_smooth=xs, flip_pgd=fp, flip_smooth=fs_)
-    st.metrics.update({'attack_records': len(pool), 'held_out_correct': n_held_ok, 'pgd_flipped': kp, 'smooth_flipped': ks,
-                       'pgd_success': kp / len(pool), 'smooth_success': ks / len(pool),
+    st.metrics.update({'attack_records': len(pool), 'held_out': len(held), 'held_out_correct': n_held_ok, 'pgd_flipped': kp,
+                       'smooth_flipped': ks, 'pgd_success': kp / len(pool), 'smooth_success': ks / len(pool),
                        'pgd_success_ci': list(wilson_ci(kp, len(pool))), 'smooth_success_ci': list(wilson_ci(ks, len(pool))),
                        'either_success': float((fp | fs_).float().mean()),
                        'pgd_linf': float(dp.abs().max()), 'smooth_linf': float(ds.abs().max()),
                        'pgd_padding_max': float((dp * (1 - m)).abs().max()), 'smooth_padding_max': float((ds * (1 - m)).abs().max()),
                        'pgd_hf_frac': sp_['hf_frac'], 'smooth_hf_frac': ss_['hf_frac'], 'pgd_tv': sp_['tv'], 'smooth_tv': ss_['tv'],
                        'pgd_records_per_s': rps_p, 'smooth_records_per_s': rps_s})
-    return st
-
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #9a5c047d
-def attack_binary_ecg(st: ECGStudy) -> ECGStudy:
-    "The Normal-vs-AF model under the same two attacks (run right after `attack_ecg`, which seeds the attacks)."
-    b = st.binary; yb = b['sel']['y']
-    bheld = np.concatenate([b['sel']['val'], b['sel']['test']])
-    bpool = _attack_pool(st, b['model'], bheld, yb, st.cfg.n_binary_attack)
-    if len(bpool):
-        bx, by, bm = st.x[bpool], yb[bpool], st.mask[bpool]
-        bxp, _ = attack_batches(b['model'], bx, by, bm, 'pgd', desc='PGD (binary)')
-        bxs, _ = attack_batches(b['model'], bx, by, bm, 'smooth', init=bxp, desc='smoothed PGD (binary)')
-        st.metrics.update({'binary_attack_records': len(bpool),
-                           'binary_pgd_success': float(success_mask(b['model'], bx, by, bxp)[1].float().mean()),
-                           'binary_smooth_success': float(success_mask(b['model'], bx, by, bxs)[1].float().mean())})
     return st
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #68ef09de
@@ -495,7 +501,7 @@ def plot_attack(x: Tensor, # Clean record (1, L) or (L,), raw units
     c, p, s = (np.asarray(v, dtype=np.float64).ravel() for v in (x, x_pgd, x_smooth))
     t = np.arange(len(c)) / fs
     with style():
-        fig, ax = plt.subplots(3, 1, figsize=(10, 7))
+        fig, ax = plt.subplots(3, 1, figsize=(7.5, 7))
         n = int(overview * fs); ax[0].plot(t[:n], c[:n] / gain, lw=0.7, color=run_color('clean'))
         ax[0].axvspan(start, start + zoom, color='orange', alpha=0.3); ax[0].set_ylabel('mV'); ax[0].set_title(title, loc='left', fontsize=10)
         a, b = int(start * fs), int((start + zoom) * fs)
@@ -504,9 +510,88 @@ def plot_attack(x: Tensor, # Clean record (1, L) or (L,), raw units
         ax[1].set_ylabel('mV'); legend(ax[1], loc='upper right')
         ax[2].plot(t[a:b], (p - c)[a:b] / gain * 1000, color=run_color('PGD'), lw=0.8, label='PGD perturbation')
         ax[2].plot(t[a:b], (s - c)[a:b] / gain * 1000, color=run_color('smoothed'), lw=1.5, label='smoothed perturbation')
-        ax[2].set_ylabel('microvolts'); ax[2].set_xlabel('time (s)'); legend(ax[2], loc='upper right')
+        top = 1000 / gain * max(np.abs(p - c)[a:b].max(), np.abs(s - c)[a:b].max(), 1e-9)
+        ax[2].set_ylim(-1.15 * top, 2. * top)  # room for the legend above the traces
+        ax[2].set_ylabel('microvolts'); ax[2].set_xlabel('time (s)'); legend(ax[2], loc='upper center', ncol=2)
         plt.tight_layout()
     return ax
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #a2b24010
+def attack_targeted_ecg(st: ECGStudy) -> ECGStudy:
+    "The paper's targeted case on the 4-class model: the AF records of the attack pool pushed to read as Normal (PGD, then smoothed)."
+    a, (src, dst) = st.attack, TARGET
+    sel = np.where((a['y'] == src).numpy())[0]
+    n = len(sel); kp = ks = 0; hit_p = hit_s = torch.zeros(0, dtype=torch.bool)
+    if n:
+        x, m, t = a['x'][sel], a['mask'][sel], torch.full((n,), dst, dtype=torch.long)
+        set_seed(st.seed)
+        with timed(st.timings, 'attack_targeted'):
+            xp, _ = attack_batches(st.model, x, t, m, 'pgd', targeted=True, desc='PGD AF->Normal')
+            xs, _ = attack_batches(st.model, x, t, m, 'smooth', init=xp, targeted=True, desc='smoothed AF->Normal')
+        hit_p, hit_s = predict(st.model, xp, 64).argmax(1) == dst, predict(st.model, xs, 64).argmax(1) == dst
+        kp, ks = int(hit_p.sum()), int(hit_s.sum())
+    st.attack.update(target_idx=sel, hit_pgd_t=hit_p, hit_smooth_t=hit_s)
+    ci = lambda k: list(wilson_ci(k, n)) if n else None
+    st.metrics.update({'target_records': n, 'target_pgd_hits': kp, 'target_smooth_hits': ks,
+                       'target_pgd_success': kp / n if n else None, 'target_smooth_success': ks / n if n else None,
+                       'target_pgd_success_ci': ci(kp), 'target_smooth_success_ci': ci(ks),
+                       'target_untargeted_flipped': int(a['flip_smooth'][sel].sum()) if n else 0})
+    return st
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #c9919379
+#| code-fold: true
+def collate_and_perturb(model: nn.Module, # Classifier
+                        x: Tensor, # Clean signals (N, 1, L)
+                        y: Tensor, # True labels (N,)
+                        delta: Tensor, # Perturbations to start from (zeros: sample around the clean inputs)
+                        mask: Tensor, # 0/1 mask of real samples
+                        n_samples: int=64, # Random perturbations per record
+                        eps: float=EPS, # L-inf band (raw units)
+                        noise_std: float=NOISE_STD, # Std of the Gaussian noise before smoothing (raw units; the paper's 5)
+                        seed: int=0, # Seed of the noise
+                        batch_size: int=64, # Forward-pass batch
+                       ) -> Tensor: # Per record: fraction of the samples that are misclassified
+    "Sample smoothed random perturbations around x + delta within the eps band; return the misclassified fraction per record."
+    if delta.shape != x.shape or mask.shape != x.shape: raise ValueError("x, delta and mask must have the same shape")
+    if n_samples < 1: raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if not noise_std > 0: raise ValueError(f"noise_std must be > 0 (raw units), got {noise_std}")
+    kernel = gaussian_kernels(KERNEL_SIZES, SIGMAS).mean(0)
+    g = torch.Generator().manual_seed(seed)
+    fr = []
+    for i in range(len(x)):
+        bad = 0
+        for j in range(0, n_samples, batch_size):
+            k = min(batch_size, n_samples - j)
+            nz = torch.randn(k, *x.shape[1:], generator=g) * noise_std * mask[i]
+            d = (delta[i] + smooth(nz, kernel)).clamp(-eps, eps) * mask[i]
+            bad += int((predict(model, x[i] + d, batch_size).argmax(1) != y[i]).sum())
+        fr.append(bad / n_samples)
+    return torch.tensor(fr)
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #750c974b
+def collate_ecg(st: ECGStudy) -> ECGStudy:
+    "Collate and perturb around the smoothed adversarial examples that succeeded (and around their clean inputs), counted per record and per sample."
+    a, cfg = st.attack, st.cfg
+    idx = np.where(a['flip_smooth'].numpy())[0][:cfg.cp_records or None]
+    n, s = len(idx), cfg.cp_samples
+    if n == 0:
+        st.collate = {'records': 0, 'samples': s}
+        st.metrics.update({'cp_records': 0, 'cp_samples_per_record': s, 'cp_records_all': 0, 'cp_samples_adv': 0,
+                           'cp_samples_total': 0, 'cp_samples_clean_bad': 0})
+        return st
+    x, y, m = a['x'][idx], a['y'][idx], a['mask'][idx]
+    with timed(st.timings, 'collate_perturb'):
+        fa = collate_and_perturb(st.model, x, y, a['x_smooth'][idx] - x, m, s, seed=st.seed)
+        fc = collate_and_perturb(st.model, x, y, torch.zeros_like(x), m, s, seed=st.seed)
+    k_all, k_half = int((fa == 1).sum()), int((fa >= 0.5).sum())
+    k_adv, k_clean = int(round(float(fa.sum()) * s)), int(round(float(fc.sum()) * s))
+    st.collate = {'records': n, 'samples': s, 'adv_frac': fa, 'clean_frac': fc}
+    st.metrics.update({'cp_records': n, 'cp_samples_per_record': s, 'cp_records_all': k_all, 'cp_records_half': k_half,
+                       'cp_samples_adv': k_adv, 'cp_samples_total': n * s, 'cp_samples_clean_bad': k_clean,
+                       'cp_record_rate': k_all / n, 'cp_record_ci': list(wilson_ci(k_all, n)),
+                       'cp_sample_rate': k_adv / (n * s), 'cp_clean_rate': k_clean / (n * s),
+                       'cp_sample_ci': list(bootstrap_ci(fa, seed=st.seed))})  # resampling records: samples of one record are not independent
+    return st
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #33655bf6
 def autoattack_ecg(st: ECGStudy) -> ECGStudy:
@@ -525,37 +610,67 @@ def autoattack_ecg(st: ECGStudy) -> ECGStudy:
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #402832b3
 #| code-fold: true
 def headline(st: ECGStudy) -> dict:
-    "The headline numbers of a study after `train_ecg` and `attack_ecg`: challenge score and attack success counts."
-    M = st.metrics
-    return {'seed': st.seed, 'cinc_f1': M['cinc_f1'], 'attack_records': M['attack_records'], 'pgd_flipped': M['pgd_flipped'],
-            'smooth_flipped': M['smooth_flipped'], 'pgd_success': M['pgd_success'], 'smooth_success': M['smooth_success']}
+    "The counts of one seed that the headline pools: test labels and predictions, attack, targeted and collate counts."
+    M, te = st.metrics, st.split['test']
+    return {'seed': st.seed, 'cinc_f1': M['cinc_f1'], 'test_y': [int(v) for v in st.rec.labels[te]],
+            'test_pred': [int(v) for v in st.test_pred], 'attack_records': M['attack_records'], 'pgd_flipped': M['pgd_flipped'],
+            'smooth_flipped': M['smooth_flipped'], 'pgd_success': M['pgd_success'], 'smooth_success': M['smooth_success'],
+            'target_records': M['target_records'], 'target_pgd_hits': M['target_pgd_hits'],
+            'target_smooth_hits': M['target_smooth_hits'], 'cp_records': M['cp_records'],
+            'cp_records_all': M.get('cp_records_all', 0), 'cp_samples_adv': M.get('cp_samples_adv', 0),
+            'cp_samples_total': M.get('cp_samples_total', 0), 'cp_samples_clean_bad': M.get('cp_samples_clean_bad', 0),
+            'cp_adv_fracs': [float(v) for v in st.collate.get('adv_frac', [])],
+            'cp_clean_fracs': [float(v) for v in st.collate.get('clean_frac', [])]}
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #cfaed343
 def seed_headline(cfg: ECGConfig, # The chapter's settings
                   seed: int, # This task's seed (split, model, attack)
                  ) -> dict:
-    "One seed of the headline, from scratch: the same steps as the study (setup, 4-class training, attacks)."
+    "One seed of the headline, from scratch: the same steps as the study (setup, training, attacks, collate and perturb)."
     with torch_threads(cfg.threads):
         st = ecg_setup(cfg, seed)
-        for step in (train_ecg, attack_ecg): step(st)
+        for step in HEADLINE_STEPS: step(st)
     return headline(st)
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #521719c4
+def pooled_rate(rows: Sequence[dict], # One dict of counts per seed (`headline`)
+                k: str, # Key of the successes
+                n: str, # Key of the trials
+               ) -> dict: # k, n, rate and its 95% Wilson interval (rate and ci None when n = 0)
+    "Counts pooled over seeds: every (record, seed) pair is one trial, so the interval is a Wilson interval on the sums."
+    K, N = int(sum(r[k] for r in rows)), int(sum(r[n] for r in rows))
+    return {'k': K, 'n': N, 'rate': K / N if N else None, 'ci': list(wilson_ci(K, N)) if N else None}
+
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #4cad2f85
+HEADLINE_STEPS = (train_ecg, attack_ecg, attack_targeted_ecg, collate_ecg) # what each seed of the headline runs
+
 def seeds_ecg(st: ECGStudy) -> ECGStudy:
-    "The headline for seeds `st.seed ... st.seed + n_seeds - 1` (this study's own seed reused), mean and t-interval over seeds."
+    "The headline over seeds `st.seed ... st.seed + n_seeds - 1` (this study's seed reused): counts pooled with Wilson intervals; F1 and per-sample rates pooled with bootstrap intervals."
     import pandas as pd
     seeds = [st.seed + k for k in range(st.cfg.n_seeds)]
     with timed(st.timings, 'other_seeds'):
         others = parallel_map(partial(seed_headline, st.cfg), seeds[1:], n_jobs=st.cfg.n_jobs, desc='seeds')
-    st.seeds = pd.DataFrame([headline(st)] + others)
-    for k in ('cinc_f1', 'pgd_success', 'smooth_success'):
-        st.metrics[f'seeds_{k}'] = list(mean_ci(st.seeds[k]))  # (mean, low, high); one seed gives (v, v, v)
+    rows = [headline(st)] + others
+    st.seeds = pd.DataFrame(rows)
+    P = {'pgd': pooled_rate(rows, 'pgd_flipped', 'attack_records'), 'smooth': pooled_rate(rows, 'smooth_flipped', 'attack_records'),
+         'target_pgd': pooled_rate(rows, 'target_pgd_hits', 'target_records'),
+         'target_smooth': pooled_rate(rows, 'target_smooth_hits', 'target_records'),
+         'cp_records': pooled_rate(rows, 'cp_records_all', 'cp_records'),
+         'cp_samples': pooled_rate(rows, 'cp_samples_adv', 'cp_samples_total'),
+         'cp_clean': pooled_rate(rows, 'cp_samples_clean_bad', 'cp_samples_total')}
+    for key, fr in (('cp_samples', 'cp_adv_fracs'), ('cp_clean', 'cp_clean_fracs')):  # samples of one record are not independent:
+        v = np.concatenate([r[fr] for r in rows]) if rows else np.zeros(0)   # their interval resamples records, not samples
+        P[key]['ci'] = list(bootstrap_ci(v, seed=st.seed)) if len(v) else None
+    y = np.concatenate([r['test_y'] for r in rows]); p = np.concatenate([r['test_pred'] for r in rows])
+    f1 = lambda a, b: cinc_scores(a, b, st.rec.classes)['cinc_f1']
+    P['cinc_f1'] = {'n': len(y), 'rate': f1(y, p), 'ci': list(bootstrap_metric(y, p, f1, seed=st.seed))}
+    st.metrics['pooled'] = P
     st.metrics['seeds'] = st.seeds.to_dict('records')
     return st
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #31714c31
 def sweep_ecg(st: ECGStudy) -> ECGStudy:
-    "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in `cfg.sweep_eps` (step eps/10, 20 steps)."
+    "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in `cfg.sweep_eps` (steps of eps/10, the paper's step counts)."
     import pandas as pd
     a = st.attack; n = st.cfg.n_sweep or len(a['pool'])
     x, y, m = a['x'][:n], a['y'][:n], a['mask'][:n]
@@ -592,118 +707,103 @@ def plot_sweep(sweep, # `st.sweep`: one row per eps with success rates and Wilso
         ax.set_title(f"{int(sweep.records.iloc[0])} correctly classified records (bands: 95% Wilson intervals)")
     return ax
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #c9919379
-#| code-fold: true
-def collate_and_perturb(model: nn.Module, # Classifier
-                        x: Tensor, # Clean signals (N, 1, L)
-                        y: Tensor, # True labels (N,)
-                        delta: Tensor, # Perturbations to start from (zeros: sample around the clean inputs)
-                        mask: Tensor, # 0/1 mask of real samples
-                        n_samples: int=64, # Random perturbations per record
-                        eps: float=EPS, # L-inf band (raw units)
-                        noise_std: float|None=None, # Std of the Gaussian noise before smoothing; None means 2 * eps
-                        seed: int=0, # Seed of the noise
-                        batch_size: int=64, # Forward-pass batch
-                       ) -> Tensor: # Per record: fraction of the samples that are misclassified
-    "Sample smoothed random perturbations around x + delta within the eps band; return the misclassified fraction per record."
-    if delta.shape != x.shape or mask.shape != x.shape: raise ValueError("x, delta and mask must have the same shape")
-    if n_samples < 1: raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    noise_std = 2 * eps if noise_std is None else noise_std
-    kernel = gaussian_kernels(KERNEL_SIZES, SIGMAS).mean(0)
-    g = torch.Generator().manual_seed(seed)
-    fr = []
-    for i in range(len(x)):
-        bad = 0
-        for j in range(0, n_samples, batch_size):
-            k = min(batch_size, n_samples - j)
-            nz = torch.randn(k, *x.shape[1:], generator=g) * noise_std * mask[i]
-            d = (delta[i] + smooth(nz, kernel)).clamp(-eps, eps) * mask[i]
-            bad += int((predict(model, x[i] + d, batch_size).argmax(1) != y[i]).sum())
-        fr.append(bad / n_samples)
-    return torch.tensor(fr)
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #2e4ac621
+def clinician_tests(counts: dict=CLINICIANS, # name -> (right, judged): the reader study's counts
+                   ) -> list[dict]: # One row per count: rate, 95% Wilson interval and exact binomial p-value against 50%
+    "The paper's reader study re-analysed: is each rate of telling the adversarial trace from the original above chance?"
+    rows = []
+    for name, (k, n) in counts.items():
+        lo, hi = wilson_ci(k, n)
+        rows.append({'who': name, 'right': k, 'judged': n, 'rate': k / n, 'ci': [lo, hi], 'p': binomial_p(k, n, 0.5)})
+    return rows
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #750c974b
-def collate_ecg(st: ECGStudy) -> ECGStudy:
-    "Collate and perturb around the smoothed adversarial examples that succeeded, and the same sampling around their clean inputs."
-    a, cfg = st.attack, st.cfg
-    ok = a['flip_smooth'].numpy()
-    idx = np.where(ok)[0][:cfg.cp_records or None]
-    if len(idx) == 0:
-        st.collate = {'records': 0}; st.metrics.update({'cp_records': 0}); return st
-    x, y, m = a['x'][idx], a['y'][idx], a['mask'][idx]
-    d = a['x_smooth'][idx] - x
-    with timed(st.timings, 'collate_perturb'):
-        fa = collate_and_perturb(st.model, x, y, d, m, cfg.cp_samples, seed=st.seed)
-        fc = collate_and_perturb(st.model, x, y, torch.zeros_like(x), m, cfg.cp_samples, seed=st.seed)
-    st.collate = {'records': len(idx), 'samples': cfg.cp_samples, 'adv_frac': fa, 'clean_frac': fc}
-    st.metrics.update({'cp_records': len(idx), 'cp_samples_per_record': cfg.cp_samples,
-                       'cp_adv_still_adversarial': float(fa.mean()), 'cp_clean_misclassified': float(fc.mean()),
-                       'cp_adv_still_adversarial_ci': list(bootstrap_ci(fa, seed=st.seed)),  # resampling records, not samples
-                       'cp_new_adversarial_total': int(round(float(fa.sum()) * cfg.cp_samples))})
-    return st
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #8cf03f43
+def ecg_quiz(st: ECGStudy, # A study after `attack_ecg`
+             n: int|None=None, # Items (None: `cfg.n_quiz`)
+             start: float=2., # Start of the window shown (s)
+             seconds: float=3., # Length of the window shown (s)
+             seed: int=0, # Seed of the draw and the order
+            ) -> SpotTheFake:
+    "A reader quiz: windows of clean records (real) and of their smoothed adversarial versions (fake), in mV, shuffled."
+    a = st.attack
+    ok = np.where(a['flip_smooth'].numpy())[0]
+    ok = ok if len(ok) else np.arange(len(a['pool']))   # no success: the smoothed attempts, still within eps
+    lo, hi = int(start * FS), int((start + seconds) * FS)
+    if hi > a['x'].shape[-1]: raise ValueError(f"the window {start:g}-{start + seconds:g} s runs past the {a['x'].shape[-1] / FS:g}-s input")
+    real = a['x'][ok, 0, lo:hi] / GAIN; fake = a['x_smooth'][ok, 0, lo:hi] / GAIN
+    n = st.cfg.n_quiz if n is None else n
+    return SpotTheFake(real, fake, n=min(n, 2 * len(ok)), seed=seed)
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #ec9b5932
+#| code-fold: true
+def plot_quiz(quiz: SpotTheFake, # The quiz to show
+              fs: float=FS, # Sampling rate of the traces
+             ):
+    "The quiz's items as a static sheet, two a row, numbered (the answers are not on it)."
+    import matplotlib.pyplot as plt
+    rows = (len(quiz) + 1) // 2
+    with style():
+        fig, ax = plt.subplots(rows, 2, figsize=(7.5, 1.6 * rows + 0.3), squeeze=False, sharey=True)
+        for i, axi in enumerate(ax.ravel()):
+            if i >= len(quiz): axi.axis('off'); continue
+            tr = np.asarray(quiz[i]); axi.plot(np.arange(len(tr)) / fs, tr, lw=0.8, color='k')
+            axi.set_title(f'item {i + 1}', fontsize=10, loc='left')
+            if i % 2 == 0: axi.set_ylabel('mV')
+        for axi in ax[-1]: axi.set_xlabel('time (s)')
+        plt.tight_layout()
+    return ax
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #e624b552
 #| code-fold: true
 def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #7b1fb917
-#| code-fold: true
-def _headline_cell(st: ECGStudy, key: str, own_ci: str, method: str) -> tuple:
-    "(ours, ci, note) of a headline quantity: the mean and t-interval over seeds, or this seed and its own interval."
-    M, S = st.metrics, st.seeds
-    own = f"seed {st.seed} alone: {_pct(M[key])} ({_pct(M[own_ci][0])}-{_pct(M[own_ci][1])}, {method})"
-    if S is None or len(S) < 2: return _pct(M[key]), [_pct(M[own_ci][0]), _pct(M[own_ci][1])], own
-    m, lo, hi = M[f'seeds_{key}']
-    per = ', '.join(f'{_pct(v):g}' for v in S[key])
-    return (_pct(m), [_pct(max(lo, 0.)), _pct(min(hi, 1.))],
-            f"mean of seeds {int(S.seed.min())}-{int(S.seed.max())} ({per}) with a 95% t-interval over seeds (clipped to 0-100); {own}")
-
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #06245932
 #| code-fold: true
 def results_table(st: ECGStudy) -> list[dict]:
-    "Rows (quantity, paper, ours, ci, note) of the chapter's results table; rates and scores in percent."
-    M, d = st.metrics, st.info
-    ci = lambda k: None if M.get(k) is None else [_pct(M[k][0]), _pct(M[k][1])]
+    "Rows (quantity, paper, ours, ci, note) of the chapter's results table; rates and scores in percent, pooled over seeds where counted."
+    M = st.metrics; P = M.get('pooled') or {}
+    pc = lambda v: None if v is None else _pct(v)
+    ci = lambda c: None if c is None else [_pct(c[0]), _pct(c[1])]
     row = lambda q, paper, ours, note, c=None: {'quantity': q, 'paper': paper, 'ours': ours, 'ci': c, 'note': note}
-    f1, f1_ci, f1_note = _headline_cell(st, 'cinc_f1', 'cinc_f1_ci', 'bootstrap over test records')
-    pg, pg_ci, pg_note = _headline_cell(st, 'pgd_success', 'pgd_success_ci', 'Wilson')
-    sm, sm_ci, sm_note = _headline_cell(st, 'smooth_success', 'smooth_success_ci', 'Wilson')
+    seeds = f"{st.cfg.n_seeds} seeds pooled" if P else f"seed {st.seed}"
+    def pooled(key, own, own_ci, n_key):   # the pooled count over seeds, or this seed's count when there are no other seeds
+        if key in P and P[key]['rate'] is not None:
+            return pc(P[key]['rate']), ci(P[key]['ci']), f"{P[key]['k']} of {P[key]['n']}"
+        return pc(M.get(own)), ci(None if own_ci is None else M.get(own_ci)), f"{M.get(n_key, 0)}"
+    f1 = P.get('cinc_f1', {'rate': M['cinc_f1'], 'ci': M['cinc_f1_ci'], 'n': len(st.split['test'])})
+    f1_note = f"{f1['n']} test predictions ({seeds}), bootstrap interval; 300 records here"
+    pg, pg_ci, pg_n = pooled('pgd', 'pgd_success', 'pgd_success_ci', 'attack_records')
+    sm, sm_ci, sm_n = pooled('smooth', 'smooth_success', 'smooth_success_ci', 'attack_records')
+    tp, tp_ci, tp_n = pooled('target_pgd', 'target_pgd_success', 'target_pgd_success_ci', 'target_records')
+    ts, ts_ci, ts_n = pooled('target_smooth', 'target_smooth_success', 'target_smooth_success_ci', 'target_records')
+    cr, cr_ci, cr_n = pooled('cp_records', 'cp_record_rate', 'cp_record_ci', 'cp_records')
+    cs, cs_ci, cs_n = pooled('cp_samples', 'cp_sample_rate', 'cp_sample_ci', 'cp_samples_total')
+    cc, cc_ci, cc_n = pooled('cp_clean', 'cp_clean_rate', None, 'cp_samples_total')
+    cl = {r['who']: r for r in clinician_tests()}
+    def clin(name):
+        r = cl[name]; return f"{r['right']}/{r['judged']}: Wilson {100 * r['ci'][0]:.1f}-{100 * r['ci'][1]:.1f}, p = {r['p']:.2g} vs 50%"
     return [
-        row('data', 'CinC 2017 training set, 8,528 records', f"{d.sizes.get('records')} records ({d.source})",
-            'split by record: ' + ', '.join(f'{k} {len(v)}' for k, v in st.split.items())),
-        row('model', '13-layer CNN, first conv 320 x 24, dilated convs',
-            f"{len(st.cfg.dilations) + 1}-conv ECGNet, {M.get('n_params', 0):,} parameters", f'{st.cfg.profile} profile, sized for a CPU'),
-        row('mean F1 of Normal, AF, Other (%)', PAPER['authors_f1_pct'], f1,
-            f"ours: held-out test records, {f1_note}; paper: the authors' random 10% split, which also picked the "
-            f"checkpoint (leaks); the 2017 winners reached {PAPER['winners_f1_pct']:g} on the hidden test set", f1_ci),
-        row('Normal vs AF: F1 of AF (%)', None, _pct(M['binary_f1_af']), f'second task, test records, seed {st.seed}'),
-        row('attack budget', 'L-inf 10 raw (0.01 mV), step 1, 20 steps', f"L-inf {EPS:g} raw, step {ALPHA:g}, {STEPS} steps",
-            'padding masked in both'),
-        row('PGD success (%)', None, pg,
-            f"of the correctly classified held-out records ({M['attack_records']} at seed {st.seed}); {pg_note}; "
-            "the paper reports no PGD rate", pg_ci),
-        row('smoothed attack success (%)', PAPER['smooth_success_pct'], sm,
-            f"started from the PGD result; {sm_note}; paper: 40 sign steps on theta, its 4-class model on its own split", sm_ci),
-        row('AutoAttack-style success (%)', None, _pct(M.get('aa_success')),
-            f"{M.get('aa_version')} version (APGD-CE, APGD-T, Square), L-inf eps {EPS:g}, padding masked, the same records as "
-            f"PGD, seed {st.seed}; no smoothness constraint: the most an attacker in the ball achieves, PGD's rate is a lower bound",
-            ci('aa_success_ci')),
-        row('Normal vs AF: PGD / smoothed success (%)', None,
-            f"{_pct(M.get('binary_pgd_success'))} / {_pct(M.get('binary_smooth_success'))}",
-            f"{M.get('binary_attack_records', 0)} records, seed {st.seed}"),
-        row('energy above 25 Hz, PGD vs smoothed (%)', None, f"{_pct(M['pgd_hf_frac'])} vs {_pct(M['smooth_hf_frac'])}",
-            'share of the perturbation energy (the paper shows it: square waves vs smooth curves)'),
-        row('total variation per sample, PGD vs smoothed (raw)', None, f"{M['pgd_tv']:.2f} vs {M['smooth_tv']:.2f}", f'eps = {EPS:g}'),
-        row('clinicians who spot the PGD example (%)', PAPER['clinicians_spot_pgd_pct'], None,
-            '2 clinicians, 100 pairs; no reader study here'),
-        row('clinicians who spot the smoothed example (%)', PAPER['clinicians_spot_smooth_pct'], None,
-            '2 clinicians, 100 pairs (chance 50); no reader study here'),
-        row('collate & perturb: still adversarial (%)', PAPER['cp_still_adversarial_pct'], _pct(M.get('cp_adv_still_adversarial')),
-            f"{M.get('cp_records', 0)} records x {M.get('cp_samples_per_record', 0)} samples, bootstrap over records; "
-            "paper: 1,000 samples per ECG, noise std 5", ci('cp_adv_still_adversarial_ci')),
-        row('same sampling around clean inputs: misclassified (%)', None, _pct(M.get('cp_clean_misclassified')), 'control'),
-        row('attack throughput (records/s): PGD, smoothed', None, f"{M['pgd_records_per_s']:.2f}, {M['smooth_records_per_s']:.2f}",
-            f"{st.cfg.length} samples per record, CPU"),
+        row('challenge F1, vs the authors (%)', PAPER['authors_f1_pct'], pc(f1['rate']),
+            f"{f1_note}; paper: its own 10% split of 8,528 records, which also picked the checkpoint", ci(f1['ci'])),
+        row('challenge F1, vs the 2017 winners (%)', PAPER['winners_f1_pct'], pc(f1['rate']),
+            "winners: trained on 8,528 records, scored on the hidden test set", ci(f1['ci'])),
+        row('PGD success, per record (%)', None, pg, f"{pg_n} correctly classified held-out records ({seeds}), Wilson; no PGD rate published", pg_ci),
+        row('smoothed attack success, per record (%)', PAPER['smooth_success_pct'], sm,
+            f"{sm_n} ({seeds}), Wilson; untargeted for every class", sm_ci),
+        row('AF -> Normal, targeted PGD (%)', None, tp, f"{tp_n} correctly classified AF records ({seeds}), Wilson", tp_ci),
+        row('AF -> Normal, targeted smoothed (%)', None, ts,
+            f"{ts_n} ({seeds}), Wilson; the paper targets AF but reports no separate rate", ts_ci),
+        row('AutoAttack-style success (%)', None, pc(M.get('aa_success')),
+            f"{M.get('aa_version')} version, the PGD pool of seed {st.seed}, no smoothness constraint", ci(M.get('aa_success_ci'))),
+        row('collate & perturb: still adversarial, per record (%)', PAPER['cp_still_adversarial_pct'], cr,
+            f"records whose {st.cfg.cp_samples} samples all stay adversarial, {cr_n} ({seeds}), Wilson; paper: 1,000 samples", cr_ci),
+        row('collate & perturb: still adversarial, per sample (%)', PAPER['cp_still_adversarial_pct'], cs,
+            f"{cs_n} samples ({seeds}); bootstrap over records (one record's samples are not independent); the paper counts records", cs_ci),
+        row('same noise around the clean records: misclassified (%)', None, cc, f"control, {cc_n} samples ({seeds}), bootstrap over records", cc_ci),
+        row('energy above 25 Hz, PGD (%)', None, pc(M['pgd_hf_frac']), f'mean over the attacked records, seed {st.seed}'),
+        row('energy above 25 Hz, smoothed (%)', None, pc(M['smooth_hf_frac']), f'mean over the attacked records, seed {st.seed}'),
+        row('clinicians tell the PGD example (%)', PAPER['clinicians_spot_pgd_pct'], None, clin('PGD, both clinicians')),
+        row('clinicians tell the smoothed example (%)', PAPER['clinicians_spot_smooth_pct'], None, clin('smoothed, both clinicians')),
     ]
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #0676804c
@@ -711,23 +811,37 @@ def results_table(st: ECGStudy) -> list[dict]:
 def ecg_results(st: ECGStudy) -> Results:
     "The `Results` record of a finished study (metrics, table, seeds, eps sweep, timings)."
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(st.cfg).items()}
-    cfg.update({'eps': EPS, 'alpha': ALPHA, 'steps': STEPS, 'kernel_sizes': list(KERNEL_SIZES), 'sigmas': list(SIGMAS)})
-    metrics = dict(st.metrics, eps_raw=EPS, pgd_steps=STEPS, pgd_step_raw=ALPHA)
-    head = lambda k: st.metrics.get(f'seeds_{k}', [st.metrics[k]])[0]  # the headline: mean over seeds when there are several
-    metrics.update(smooth_success_pct=_pct(head('smooth_success')), cp_still_adversarial_pct=_pct(st.metrics.get('cp_adv_still_adversarial')),
-                   authors_f1_pct=_pct(head('cinc_f1')), winners_f1_pct=_pct(head('cinc_f1')))  # ours beside PAPER's keys
+    cfg.update({'eps': EPS, 'alpha': ALPHA, 'steps': STEPS, 'smooth_steps': SMOOTH_STEPS, 'noise_std': NOISE_STD,
+                'kernel_sizes': list(KERNEL_SIZES), 'sigmas': list(SIGMAS)})
+    metrics = dict(st.metrics, eps_raw=EPS, pgd_steps=STEPS, smooth_steps=SMOOTH_STEPS, pgd_step_raw=ALPHA, noise_std=NOISE_STD)
+    P = st.metrics.get('pooled') or {}
+    head = lambda k, own: P[k]['rate'] if P.get(k, {}).get('rate') is not None else st.metrics.get(own)
+    f1 = head('cinc_f1', 'cinc_f1')
+    metrics.update(smooth_success_pct=_pct(head('smooth', 'smooth_success')),
+                   cp_still_adversarial_pct=None if head('cp_records', 'cp_record_rate') is None else _pct(head('cp_records', 'cp_record_rate')),
+                   authors_f1_pct=_pct(f1), winners_f1_pct=_pct(f1))  # ours beside PAPER's keys
     if st.sweep is not None: metrics['eps_sweep'] = st.sweep.to_dict('records')
     return Results('ecg-smooth', st.profile, st.info, metrics=metrics, paper=dict(PAPER), config=cfg,
                    timings=dict(st.timings), table=results_table(st), seed=st.seed)
 
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #cac53f9a
+def verdict(paper: float, # The published number (percent)
+            ci: Sequence[float]|None, # Our 95% interval (percent), or None when there is none
+           ) -> str:
+    "'reproduced' when our interval holds the paper's number, else 'not reproduced (ours lower/higher)'; 'not testable here' without one."
+    if ci is None: return 'not testable here'
+    lo, hi = ci
+    if lo <= paper <= hi: return 'reproduced'
+    return f"not reproduced (ours {'lower' if hi < paper else 'higher'})"
+
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #1f6b722a
-ECG_STEPS = (train_ecg, train_binary_ecg, attack_ecg, attack_binary_ecg, autoattack_ecg, seeds_ecg, sweep_ecg, collate_ecg) # The page's order
+ECG_STEPS = (train_ecg, attack_ecg, attack_targeted_ecg, collate_ecg, autoattack_ecg, seeds_ecg, sweep_ecg) # The page's order
 
 @register_study('ecg-smooth', 'Smoothed adversarial ECGs (Han et al., Nature Medicine 2020) on CinC 2017', paper=PAPER)
 def run_ecg_smooth(profile: str|None=None, # 'quick', 'course' or 'paper'; None reads the environment (here, once)
-                   seed: int=0, # Seed of the main run; the headline uses seed ... seed + n_seeds - 1
+                   seed: int=0, # Seed of the main run; the headline pools seed ... seed + n_seeds - 1
                   ) -> Results:
-    "Run the whole chapter: data, both models, both attacks, the headline over seeds, eps sweep, collate and perturb."
+    "Run the whole chapter: data, model, attacks (untargeted and AF -> Normal), collate and perturb, AutoAttack, seeds, eps sweep."
     cfg = ecg_config(profile)
     with torch_threads(cfg.threads):
         st = ecg_setup(cfg, seed)

@@ -103,6 +103,8 @@ def test_synthetic_af_is_irregular():
     lambda: ecg.attack_batches(ecg.ECGNet(), torch.zeros(1, 1, 100), torch.zeros(1, dtype=torch.long), torch.ones(1, 1, 100), 'fgsm'),
     lambda: ecg.collate_and_perturb(ecg.ECGNet(), torch.zeros(1, 1, 100), torch.zeros(1, dtype=torch.long),
                                     torch.zeros(1, 1, 99), torch.ones(1, 1, 100)),
+    lambda: ecg.collate_and_perturb(ecg.ECGNet(), torch.zeros(1, 1, 100), torch.zeros(1, dtype=torch.long),
+                                    torch.zeros(1, 1, 100), torch.ones(1, 1, 100), noise_std=0.),
 ])
 def test_bad_input_raises(call):
     with pytest.raises(ValueError): call()
@@ -157,8 +159,15 @@ def test_seeds_repeat_from_scratch(quick_run, monkeypatch, tmp_path):
     assert [r['seed'] for r in rows] == list(range(cfg.n_seeds))
     for r in rows:
         assert ecg.seed_headline(cfg, r['seed']) == r   # same process, same thread setting: identical, not just close
-    m, lo, hi = res.metrics['seeds_pgd_success']
-    assert lo <= m <= hi and m == pytest.approx(np.mean([r['pgd_success'] for r in rows]))
+    P = res.metrics['pooled']   # the headline pools the counts of all seeds
+    for key, k, n in (('pgd', 'pgd_flipped', 'attack_records'), ('smooth', 'smooth_flipped', 'attack_records'),
+                      ('target_smooth', 'target_smooth_hits', 'target_records'), ('cp_records', 'cp_records_all', 'cp_records')):
+        assert P[key]['k'] == sum(r[k] for r in rows) and P[key]['n'] == sum(r[n] for r in rows)
+        if P[key]['n']: lo, hi = P[key]['ci']; assert lo <= P[key]['rate'] <= hi
+    # per-sample rates: counts pooled, the interval resamples records (a record's samples are not independent)
+    assert P['cp_samples']['k'] == sum(r['cp_samples_adv'] for r in rows) and P['cp_samples']['n'] == sum(r['cp_samples_total'] for r in rows)
+    assert sum(len(r['cp_adv_fracs']) for r in rows) == P['cp_records']['n']
+    if P['cp_samples']['n']: lo, hi = P['cp_samples']['ci']; assert lo <= P['cp_samples']['rate'] <= hi
 
 
 def test_runner_json_holds_table(quick_run):
@@ -167,30 +176,98 @@ def test_runner_json_holds_table(quick_run):
     assert isinstance(res, Results) and res.data.source == 'synthetic' and res.profile == 'quick'
     d = json.loads(path.read_text())
     rows = {r['quantity']: r for r in d['table']}
-    for q in ('mean F1 of Normal, AF, Other (%)', 'PGD success (%)', 'smoothed attack success (%)',
-              'energy above 25 Hz, PGD vs smoothed (%)', 'collate & perturb: still adversarial (%)',
-              'attack throughput (records/s): PGD, smoothed'):
-        assert q in rows and set(rows[q]) == {'quantity', 'paper', 'ours', 'ci', 'note'}
-    m = d['metrics']
-    # the headline rows hold the mean over seeds; the single-seed numbers stay in the metrics
-    assert rows['PGD success (%)']['ours'] == round(100 * m['seeds_pgd_success'][0], 1)
-    assert rows['mean F1 of Normal, AF, Other (%)']['ours'] == round(100 * m['seeds_cinc_f1'][0], 1)
+    for r in d['table']:   # the shared schema, numbers (or None) in paper / ours, so results_frame can format them
+        assert set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'}
+        assert all(r[k] is None or isinstance(r[k], (int, float)) for k in ('paper', 'ours')), r
+    for q in ('challenge F1, vs the authors (%)', 'challenge F1, vs the 2017 winners (%)', 'PGD success, per record (%)',
+              'smoothed attack success, per record (%)', 'AF -> Normal, targeted smoothed (%)', 'energy above 25 Hz, PGD (%)',
+              'collate & perturb: still adversarial, per record (%)', 'collate & perturb: still adversarial, per sample (%)',
+              'clinicians tell the smoothed example (%)'):
+        assert q in rows, q
+    m, P = d['metrics'], d['metrics']['pooled']
+    # the paper's settings, recorded with the run
+    assert (m['eps_raw'], m['pgd_steps'], m['smooth_steps'], m['pgd_step_raw'], m['noise_std']) == (10, 20, 40, 1, 5)
+    # the headline rows hold the counts pooled over seeds, with Wilson intervals on the pooled counts
+    assert rows['PGD success, per record (%)']['ours'] == round(100 * P['pgd']['k'] / P['pgd']['n'], 1)
+    assert rows['smoothed attack success, per record (%)']['ci'] == [round(100 * v, 1) for v in ecg.wilson_ci(P['smooth']['k'], P['smooth']['n'])]
+    assert rows['challenge F1, vs the authors (%)']['ours'] == round(100 * P['cinc_f1']['rate'], 1)
+    assert P['cinc_f1']['n'] == sum(len(r['test_y']) for r in m['seeds'])
+    for q in ('challenge F1, vs the authors (%)', 'PGD success, per record (%)', 'smoothed attack success, per record (%)'):
+        lo, hi = rows[q]['ci']; assert 0 <= lo <= rows[q]['ours'] <= hi <= 100, rows[q]
     assert 0 <= m['pgd_success'] <= 1 and 0 <= m['smooth_success'] <= 1
     assert m['smooth_linf'] <= ecg.EPS + 1e-3 and m['pgd_padding_max'] == 0 and m['smooth_padding_max'] == 0
     assert m['smooth_hf_frac'] < m['pgd_hf_frac'] and m['smooth_tv'] < m['pgd_tv']
-    assert d['metrics']['eps_raw'] == 10
+    lo, hi = m['pgd_success_ci']; assert lo <= m['pgd_success'] <= hi   # seed 0's own Wilson interval
+    assert m['pgd_flipped'] == round(m['pgd_success'] * m['attack_records'])
+    # the targeted case counts AF records of the pool made to read as Normal
+    assert 0 <= m['target_smooth_hits'] <= m['target_records'] and m['target_untargeted_flipped'] <= m['target_records']
+    # collate and perturb: a record counts when all its samples stay adversarial; samples are counted one by one
+    assert m['cp_records_all'] <= m.get('cp_records_half', 0) <= m['cp_records'] or m['cp_records'] == 0
+    assert m['cp_samples_total'] == m['cp_records'] * m['cp_samples_per_record'] and m['cp_samples_adv'] <= m['cp_samples_total']
     # the AutoAttack-style row: counted on the PGD pool, each record once, by the first stage that flips it
     assert 'AutoAttack-style success (%)' in rows and m['aa_version'] == 'course'
     assert sum(m['aa_by_stage'].values()) == round(m['aa_success'] * m['attack_records'])
     lo, hi = m['aa_success_ci']; assert lo <= m['aa_success'] <= hi
     # the paper column holds Han et al.'s published numbers, in percent, beside ours under the same keys
-    assert d['paper']['smooth_success_pct'] == 74.0 and rows['smoothed attack success (%)']['paper'] == 74.0
-    assert m['smooth_success_pct'] == rows['smoothed attack success (%)']['ours'] == round(100 * m['seeds_smooth_success'][0], 1)
-    for q in ('mean F1 of Normal, AF, Other (%)', 'PGD success (%)', 'smoothed attack success (%)'):
-        lo, hi = rows[q]['ci']; assert 0 <= lo <= rows[q]['ours'] <= hi <= 100, rows[q]
-    lo, hi = m['pgd_success_ci']; assert lo <= m['pgd_success'] <= hi   # seed 0's own Wilson interval
-    assert m['pgd_flipped'] == round(m['pgd_success'] * m['attack_records'])
+    assert d['paper']['smooth_success_pct'] == 74.0 and rows['smoothed attack success, per record (%)']['paper'] == 74.0
+    assert m['smooth_success_pct'] == rows['smoothed attack success, per record (%)']['ours']
+    assert rows['collate & perturb: still adversarial, per record (%)']['paper'] == 87.6
+    assert rows['clinicians tell the smoothed example (%)']['ours'] is None and '124/200' in rows['clinicians tell the smoothed example (%)']['note']
     assert len(m['eps_sweep']) == len(d['config']['sweep_eps'])
     for r in m['eps_sweep']:   # each budget's success rates carry Wilson intervals that hold them
         for k in ('pgd', 'smooth'): assert r[f'{k}_ci'][0] <= r[f'{k}_success'] <= r[f'{k}_ci'][1]
     assert Results.load(path).table == res.to_dict()['table']
+
+
+def test_targeted_attack_moves_toward_the_target(small):
+    "Targeted PGD and the targeted smoothed attack raise the target class's probability, within eps and off the padding."
+    x, m, y, model = small
+    t = torch.zeros_like(y)   # every record toward class 0 (Normal)
+    torch.manual_seed(0)
+    with ecg.torch_threads(1):
+        xp, _ = ecg.attack_batches(model, x, t, m, 'pgd', eps=50., alpha=5., targeted=True)
+        xs, _ = ecg.attack_batches(model, x, t, m, 'smooth', eps=50., alpha=5., init=xp, targeted=True)
+    with torch.no_grad():
+        p0, pp, ps = (F.softmax(model(z), 1)[:, 0] for z in (x, xp, xs))
+    assert pp.mean() > p0.mean() and ps.mean() > p0.mean(), (p0.mean(), pp.mean(), ps.mean())
+    for xa in (xp, xs):
+        assert (xa - x).abs().max() <= 50. + 1e-3 and torch.equal(xa[m == 0], x[m == 0])
+
+
+def test_pooled_rate_verdict_and_clinicians():
+    "Pooled counts give Wilson intervals on the sums; verdicts come from the interval; the clinicians' 62% is above chance."
+    r = ecg.pooled_rate([{'k': 3, 'n': 10}, {'k': 5, 'n': 10}, {'k': 0, 'n': 0}], 'k', 'n')
+    assert (r['k'], r['n'], r['rate']) == (8, 20, 0.4) and r['ci'] == list(ecg.wilson_ci(8, 20))
+    assert ecg.pooled_rate([{'k': 0, 'n': 0}], 'k', 'n') == {'k': 0, 'n': 0, 'rate': None, 'ci': None}
+    assert ecg.verdict(74., [60., 80.]) == 'reproduced' and ecg.verdict(74., [10., 30.]) == 'not reproduced (ours lower)'
+    assert ecg.verdict(87.6, [88., 99.]) == 'not reproduced (ours higher)' and ecg.verdict(74., None) == 'not testable here'
+    c = {r['who']: r for r in ecg.clinician_tests()}
+    both = c['smoothed, both clinicians']
+    assert (both['right'], both['judged']) == (124, 200) and both['p'] < 0.001
+    assert round(100 * both['ci'][0]) == 55 and round(100 * both['ci'][1]) == 68   # above chance: 50% is outside
+    assert c['smoothed, clinician 2']['p'] > 0.05 and c['smoothed, clinician 2']['ci'][0] < 0.5   # one reader alone: not shown
+
+
+def test_settings_table_names_the_deviations():
+    "The attacks follow the paper in every profile; the data, the model and (below paper) the noise samples are named as deviations."
+    for p in ('quick', 'course', 'paper'):
+        t = ecg.settings_table(ecg.ecg_config(p)).set_index('setting')['as in paper']
+        assert t['PGD'] == t['smoothed attack'] == t['targeted case'] == 'yes' and t['training data'] == t['model'] == 'no'
+    assert ecg.settings_table(ecg.ecg_config('course')).set_index('setting').loc['collate and perturb', 'as in paper'] == 'no'
+    assert ecg.settings_table(ecg.ecg_config('paper')).set_index('setting').loc['collate and perturb', 'as in paper'] == 'yes'
+    assert (ecg.STEPS, ecg.SMOOTH_STEPS, ecg.EPS, ecg.ALPHA, ecg.NOISE_STD) == (20, 40, 10., 1., 5.)
+
+
+def test_quiz_pairs_clean_and_smoothed_windows(small, attacked):
+    "The ECG quiz holds clean windows (real) and their smoothed adversarial versions (fake), in mV, each fake within eps of a real."
+    x, m, y, model = small
+    st = ecg.ECGStudy(ecg.ecg_config('quick'), 0)
+    st.attack = {'x': x, 'x_smooth': attacked[1], 'pool': np.arange(len(x)), 'flip_smooth': torch.ones(len(x), dtype=torch.bool)}
+    q = ecg.ecg_quiz(st, n=6, start=1., seconds=2., seed=3)
+    assert len(q) == 6 and q.is_fake.sum() == 3
+    clean = (x[:, 0, 300:900] / ecg.GAIN).numpy()
+    for item, fake, src in zip(q.items, q.is_fake, q.source):
+        assert item.shape == (600,)
+        d = np.abs(item - clean[src]).max()
+        assert (d <= ecg.EPS / ecg.GAIN + 1e-6) if fake else d == 0
+    with pytest.raises(ValueError, match='runs past'): ecg.ecg_quiz(st, start=7., seconds=2.)
