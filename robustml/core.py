@@ -279,7 +279,9 @@ class Results:
         return pd.DataFrame(rows, columns=['metric', 'paper', 'ours']).set_index('metric')
 
     def __str__(self) -> str:
-        return f"{self.study} [{self.profile} profile] on {self.data}"
+        "One paragraph, wrapped at 100 characters: the study, its profile and its data."
+        return textwrap.fill(f"{self.study} [{self.profile} profile] on {' '.join(str(self.data).split())}", width=100,
+                             break_on_hyphens=False)
 
 # %% ../nbs/foundations/00_core.ipynb #100b5edc
 @contextmanager

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .core import (PROFILES, DataInfo, Results, by_profile, get_profile, parallel_map, progress, set_seed,
                            set_threads, timed, torch_threads)
-from .studies import register_study
+from .studies import register_study, result_row
 from .datasets import find, use_real
 from .datasets.signals import CINC2017_CLASSES as CLASSES, FS, GAIN, ECGRecords, load_cinc2017, synthetic_ecg
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
@@ -36,6 +36,14 @@ __all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'SMOOTH_STEPS', 'N
            'collate_and_perturb', 'collate_ecg', 'autoattack_ecg', 'headline', 'seed_headline', 'pooled_rate',
            'seeds_ecg', 'sweep_ecg', 'plot_sweep', 'clinician_tests', 'ecg_quiz', 'plot_quiz', 'results_table',
            'ecg_results', 'verdict', 'run_ecg_smooth']
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #2616da86
+from .plots import register_colors
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #a87b3cf4
+register_colors({ # the chapter's attack keeps its colour
+    'smoothed': '#1f77b4',
+})
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #49232144
 KERNEL_SIZES = (5, 7, 11, 15, 19) # Gaussian kernel lengths of the smoothed attack (samples)
@@ -764,7 +772,6 @@ def results_table(st: ECGStudy) -> list[dict]:
     M = st.metrics; P = M.get('pooled') or {}
     pc = lambda v: None if v is None else _pct(v)
     ci = lambda c: None if c is None else [_pct(c[0]), _pct(c[1])]
-    row = lambda q, paper, ours, note, c=None: {'quantity': q, 'paper': paper, 'ours': ours, 'ci': c, 'note': note}
     seeds = f"{st.cfg.n_seeds} seeds pooled" if P else f"seed {st.seed}"
     def pooled(key, own, own_ci, n_key):   # the pooled count over seeds, or this seed's count when there are no other seeds
         if key in P and P[key]['rate'] is not None:
@@ -783,27 +790,27 @@ def results_table(st: ECGStudy) -> list[dict]:
     def clin(name):
         r = cl[name]; return f"{r['right']}/{r['judged']}: Wilson {100 * r['ci'][0]:.1f}-{100 * r['ci'][1]:.1f}, p = {r['p']:.2g} vs 50%"
     return [
-        row('challenge F1, vs the authors (%)', PAPER['authors_f1_pct'], pc(f1['rate']),
+        result_row('challenge F1, vs the authors (%)', PAPER['authors_f1_pct'], pc(f1['rate']),
             f"{f1_note}; paper: its own 10% split of 8,528 records, which also picked the checkpoint", ci(f1['ci'])),
-        row('challenge F1, vs the 2017 winners (%)', PAPER['winners_f1_pct'], pc(f1['rate']),
+        result_row('challenge F1, vs the 2017 winners (%)', PAPER['winners_f1_pct'], pc(f1['rate']),
             "winners: trained on 8,528 records, scored on the hidden test set", ci(f1['ci'])),
-        row('PGD success, per record (%)', None, pg, f"{pg_n} correctly classified held-out records ({seeds}), Wilson; no PGD rate published", pg_ci),
-        row('smoothed attack success, per record (%)', PAPER['smooth_success_pct'], sm,
+        result_row('PGD success, per record (%)', None, pg, f"{pg_n} correctly classified held-out records ({seeds}), Wilson; no PGD rate published", pg_ci),
+        result_row('smoothed attack success, per record (%)', PAPER['smooth_success_pct'], sm,
             f"{sm_n} ({seeds}), Wilson; untargeted for every class", sm_ci),
-        row('AF -> Normal, targeted PGD (%)', None, tp, f"{tp_n} correctly classified AF records ({seeds}), Wilson", tp_ci),
-        row('AF -> Normal, targeted smoothed (%)', None, ts,
+        result_row('AF -> Normal, targeted PGD (%)', None, tp, f"{tp_n} correctly classified AF records ({seeds}), Wilson", tp_ci),
+        result_row('AF -> Normal, targeted smoothed (%)', None, ts,
             f"{ts_n} ({seeds}), Wilson; the paper targets AF but reports no separate rate", ts_ci),
-        row('AutoAttack-style success (%)', None, pc(M.get('aa_success')),
+        result_row('AutoAttack-style success (%)', None, pc(M.get('aa_success')),
             f"{M.get('aa_version')} version, the PGD pool of seed {st.seed}, no smoothness constraint", ci(M.get('aa_success_ci'))),
-        row('collate & perturb: still adversarial, per record (%)', PAPER['cp_still_adversarial_pct'], cr,
+        result_row('collate & perturb: still adversarial, per record (%)', PAPER['cp_still_adversarial_pct'], cr,
             f"records whose {st.cfg.cp_samples} samples all stay adversarial, {cr_n} ({seeds}), Wilson; paper: 1,000 samples", cr_ci),
-        row('collate & perturb: still adversarial, per sample (%)', PAPER['cp_still_adversarial_pct'], cs,
+        result_row('collate & perturb: still adversarial, per sample (%)', PAPER['cp_still_adversarial_pct'], cs,
             f"{cs_n} samples ({seeds}); bootstrap over records (one record's samples are not independent); the paper counts records", cs_ci),
-        row('same noise around the clean records: misclassified (%)', None, cc, f"control, {cc_n} samples ({seeds}), bootstrap over records", cc_ci),
-        row('energy above 25 Hz, PGD (%)', None, pc(M['pgd_hf_frac']), f'mean over the attacked records, seed {st.seed}'),
-        row('energy above 25 Hz, smoothed (%)', None, pc(M['smooth_hf_frac']), f'mean over the attacked records, seed {st.seed}'),
-        row('clinicians tell the PGD example (%)', PAPER['clinicians_spot_pgd_pct'], None, clin('PGD, both clinicians')),
-        row('clinicians tell the smoothed example (%)', PAPER['clinicians_spot_smooth_pct'], None, clin('smoothed, both clinicians')),
+        result_row('same noise around the clean records: misclassified (%)', None, cc, f"control, {cc_n} samples ({seeds}), bootstrap over records", cc_ci),
+        result_row('energy above 25 Hz, PGD (%)', None, pc(M['pgd_hf_frac']), f'mean over the attacked records, seed {st.seed}'),
+        result_row('energy above 25 Hz, smoothed (%)', None, pc(M['smooth_hf_frac']), f'mean over the attacked records, seed {st.seed}'),
+        result_row('clinicians tell the PGD example (%)', PAPER['clinicians_spot_pgd_pct'], None, clin('PGD, both clinicians')),
+        result_row('clinicians tell the smoothed example (%)', PAPER['clinicians_spot_smooth_pct'], None, clin('smoothed, both clinicians')),
     ]
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #0676804c

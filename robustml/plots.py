@@ -11,22 +11,15 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['PALETTE', 'RUN_COLORS', 'STYLE', 'run_color', 'percent_axis', 'line', 'bars', 'legend', 'style']
+__all__ = ['PALETTE', 'RUN_COLORS', 'STYLE', 'run_color', 'register_colors', 'percent_axis', 'line', 'bars', 'legend', 'style']
 
 # %% ../nbs/foundations/02_plots.ipynb #4cae8b97
 PALETTE = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf',
            '#393b79', '#637939', '#8c6d31', '#843c39', '#7b4173', '#3182bd', '#e6550d', '#31a354', '#756bb1', '#636363')
 
-RUN_COLORS: dict[str, str] = { # Fixed colours of the runs and methods the chapters name
+RUN_COLORS: dict[str, str] = { # Fixed colours of the generic runs and of the attacks; chapters add theirs (`register_colors`)
     'clean': '#7f7f7f', 'standard': '#7f7f7f', 'baseline': '#7f7f7f', 'non-private': '#7f7f7f',
-    'faithful': '#8c564b', 'fix1_pixel': '#bcbd22', 'fix2_mode': '#17becf', 'corrected': '#1f77b4', 'fast_fgsm': '#ff7f0e', 'fast_fgsm_aug': '#e6550d', 'pgd_train': '#2ca02c',
-    'co_collapsed': '#d62728', 'co_guarded': '#9467bd',
-    'FGSM': '#ff7f0e', 'PGD': '#d62728', 'smoothed': '#1f77b4', 'AutoAttack': '#000000',
-    'smote': '#2ca02c', 'under': '#d62728', 'weighted': '#9467bd', 'borderline': '#17becf', 'smote_under': '#bcbd22',
-    'smote_tomek': '#637939', 'smote_enn': '#8c6d31',
-    'APGD-CE': '#ff7f0e', 'APGD-T': '#843c39', 'Square': '#17becf',
-    'private': '#1f77b4', 'insert': '#d62728', 'remove': '#1f77b4',
-    'paper (Zhou 2021)': '#636363', 'transfer (faithful)': '#e377c2', 'noise, same L2': '#bcbd22', 'blur, same L2': '#17becf',
+    'FGSM': '#ff7f0e', 'PGD': '#d62728', 'AutoAttack': '#000000', 'APGD-CE': '#ff7f0e', 'APGD-T': '#843c39', 'Square': '#17becf',
 }
 
 def run_color(name: str, # A run, method or attack name
@@ -34,6 +27,14 @@ def run_color(name: str, # A run, method or attack name
     "The colour of run `name`: its fixed colour in `RUN_COLORS`, else one derived from the name (stable across runs and machines)."
     if name in RUN_COLORS: return RUN_COLORS[name]
     return PALETTE[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(PALETTE)]
+
+# %% ../nbs/foundations/02_plots.ipynb #ff03fec5
+def register_colors(colors: dict[str, str], # Run name -> matplotlib colour
+                   ) -> None:
+    "Give a chapter's runs their fixed colours (a chapter module calls this once, at import). A name keeps its colour: giving it another raises."
+    clash = {k: (RUN_COLORS[k], v) for k, v in colors.items() if RUN_COLORS.get(k, v) != v}
+    if clash: raise ValueError(f"register_colors: these names already have another colour (old, new): {clash}")
+    RUN_COLORS.update(colors)
 
 # %% ../nbs/foundations/02_plots.ipynb #72990116
 def percent_axis(ax, # A matplotlib axes

@@ -24,20 +24,29 @@ from diffprivlib.mechanisms import Laplace, Vector
 from diffprivlib.utils import check_random_state
 
 from .core import DataInfo, Results, blas_threads, by_profile, get_profile, parallel_map, timed
-from .studies import register_study
+from .studies import register_study, result_row
 from .attacks import dp_advantage_bound, membership_advantage
 from .datasets.tabular import load_iris
 from .plots import line, percent_axis, run_color, style
-from .stats import mean_ci, percent
+from .stats import mean_ci, percent, wilson_ci
 
 # %% auto #0
-__all__ = ['IRIS_BOUNDS', 'RUN_NAMES', 'PAPER', 'IRIS_DP_STEPS', 'IrisDPConfig', 'iris_dp_config', 'LabelledData',
-           'load_iris_data', 'IrisDPStudy', 'iris_dp_study', 'laplace_releases', 'laplace_density',
-           'plot_laplace_neighbours', 'paper_split', 'row_norm_facts', 'legacy065_fit', 'DPLogisticRegression',
-           'paper_setting', 'summarise_paper_setting', 'nonprivate_paper_accuracy', 'reproduce_paper', 'public_scale',
-           'public_data_norm', 'iris_trial', 'iris_sweep', 'summarise_sweep', 'sweep_accuracy', 'plot_accuracy_sweep',
-           'vector_noise_scale', 'record_losses', 'mia_trial', 'mia_sweep', 'attack_iris', 'load_digits_data',
-           'attack_digits', 'plot_privacy_utility', 'results_table', 'dp_versions', 'iris_dp_results', 'run_iris_dp']
+__all__ = ['IRIS_BOUNDS', 'IRIS_TEST', 'IRIS_SETOSA_TEST', 'RUN_NAMES', 'DIGITS_TEST', 'PAPER', 'IRIS_DP_STEPS', 'IrisDPConfig',
+           'iris_dp_config', 'LabelledData', 'load_iris_data', 'IrisDPStudy', 'iris_dp_study', 'laplace_releases',
+           'laplace_density', 'plot_laplace_neighbours', 'paper_split', 'row_norm_facts', 'legacy065_fit',
+           'DPLogisticRegression', 'rate_ci', 'paper_setting', 'summarise_paper_setting', 'nonprivate_paper_accuracy',
+           'reproduce_paper', 'public_scale', 'public_data_norm', 'iris_trial', 'iris_sweep', 'summarise_sweep',
+           'sweep_accuracy', 'plot_accuracy_sweep', 'vector_noise_scale', 'record_losses', 'mia_trial', 'mia_sweep',
+           'attack_iris', 'load_digits_data', 'attack_digits', 'plot_privacy_utility', 'plot_tradeoff', 'results_table',
+           'dp_versions', 'iris_dp_results', 'iris_dp_findings', 'run_iris_dp']
+
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #0dd0387d
+from .plots import register_colors
+
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #00b2f9d8
+register_colors({ # the chapter's runs keep their colours
+    'private': '#1f77b4',
+})
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #39d6a9e5
 #| code-fold: true
@@ -167,7 +176,7 @@ def plot_laplace_neighbours(count: int=50, # The true count on D; D' has count -
     "Histogram and exact density of the Laplace mechanism on neighbouring datasets D (count) and D' (count - 1)."
     import matplotlib.pyplot as plt
     with style():
-        fig, axes = plt.subplots(1, len(epsilons), figsize=(4.2 * len(epsilons), 3.2))
+        fig, axes = plt.subplots(len(epsilons), 1, figsize=(6.5, 2.3 * len(epsilons)))  # one panel a row: the 660-px column
         for k, (ax, eps) in enumerate(zip(np.atleast_1d(axes), epsilons)):
             half = min(8 / eps, 60); xs = np.linspace(count - 1 - half, count + half, 600)
             for c, name in ((count, 'D'), (count - 1, "D'")):
@@ -176,8 +185,8 @@ def plot_laplace_neighbours(count: int=50, # The true count on D; D' has count -
                 ax.hist(r, bins=np.linspace(xs[0], xs[-1], 60), density=True, alpha=.35, color=col)
                 ax.plot(xs, laplace_density(xs, c, eps), color=col, label=f"{name}: true count {c}")
             ratio = (laplace_density(xs, count, eps) / laplace_density(xs, count - 1, eps)).max()
-            ax.set_title(f"ε = {eps:g}: max density ratio {ratio:.3g} (e^ε = {math.exp(eps):.3g})", fontsize=9)
-            ax.set_xlabel('released count'); ax.legend(fontsize=8)
+            ax.set_title(f"ε = {eps:g}: max density ratio {ratio:.3g} (e^ε = {math.exp(eps):.3g})", fontsize=10)
+            ax.set_xlabel('released count'); ax.legend(fontsize=9)
         fig.tight_layout()
     return fig
 
@@ -192,6 +201,7 @@ def paper_split(X: np.ndarray, # Iris features (150, 4), cm
     return sc.transform(Xtr), sc.transform(Xte), ytr, yte
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #c7fa52b5
+#| code-fold: true
 def row_norm_facts(Xtr: np.ndarray, # Standardised training rows
                    data_norm: float=2.0, # The clipping norm used
                   ) -> dict:
@@ -273,6 +283,17 @@ def _quiet():
         warnings.filterwarnings('ignore', message='.*L-BFGS-B.*deprecated', category=DeprecationWarning)  # raised inside diffprivlib
         yield
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #828aa34f
+def rate_ci(rates, # One rate (a fraction) per trial or draw
+            n_per: int|None=None, # Records each rate was counted on (e.g. 45 test flowers); None: unknown
+           ) -> tuple[float, float, float]: # (mean, low, high), fractions
+    "Mean of per-trial rates with a 95% t-interval; where every trial gave the same rate, the Wilson interval of the pooled counts."
+    r = np.asarray(rates, dtype=np.float64)
+    m, lo, hi = mean_ci(r)
+    if hi - lo > 1e-9 or n_per is None: return m, lo, hi  # (rounding leaves ~1e-16 between equal rates)
+    n = len(r) * int(n_per)  # a zero-width t-interval says nothing: pool the counts and take their Wilson interval
+    return (m, *wilson_ci(int(round(m * n)), n))
+
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #495bb928
 def paper_setting(X: np.ndarray, # Iris features (150, 4)
                   y: np.ndarray, # Iris labels
@@ -299,22 +320,26 @@ def paper_setting(X: np.ndarray, # Iris features (150, 4)
     return pd.DataFrame(rows)
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #732451d4
+#| code-fold: true
 def summarise_paper_setting(df: pd.DataFrame, # Output of `paper_setting`
+                            n_test: int=45, # Test flowers per draw (the paper's split), for `rate_ci`
                            ) -> pd.DataFrame:
-    "Per objective and epsilon, in percent: mean accuracy with a 95% t-interval, the median, and the share of one-class predictors."
+    "Per objective and epsilon, in percent: mean accuracy with a 95% interval (`rate_ci`), the median, and the share of one-class predictors."
     def agg(g):
-        m, lo, hi = percent(mean_ci(g.accuracy), 1)
+        m, lo, hi = percent(rate_ci(g.accuracy, n_test), 1)
         return pd.Series({'mean acc (%)': m, 'ci low': lo, 'ci high': hi, 'median acc (%)': percent(g.accuracy.median(), 1),
                           'one-class (%)': percent(g.one_class.mean(), 1), 'draws': len(g)})
-    return df.groupby(['objective', 'epsilon'])[['accuracy', 'one_class']].apply(agg)
+    return df.groupby(['objective', 'epsilon'])[['accuracy', 'one_class']].apply(agg).astype({'draws': int})
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #d254b893
+#| code-fold: true
 def nonprivate_paper_accuracy(X: np.ndarray, y: np.ndarray) -> float:
     "Test accuracy of scikit-learn's (non-private) logistic regression in the paper's setting."
     Xtr, Xte, ytr, yte = paper_split(X, y)
     return float(linear_model.LogisticRegression().fit(Xtr, ytr).score(Xte, yte))
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #f5c20422
+#| code-fold: true
 def reproduce_paper(st: IrisDPStudy) -> IrisDPStudy:
     "The paper's setting: non-private accuracy, then `cfg.n_draws` noise draws of the installed and the 0.6.5 objective."
     cfg, X, y = st.cfg, st.iris.X, st.iris.y
@@ -329,11 +354,12 @@ def reproduce_paper(st: IrisDPStudy) -> IrisDPStudy:
          'legacy065_eps10_acc': leg[leg.epsilon == e10].accuracy.median(),
          'legacy065_eps60_acc': leg[leg.epsilon == e60].accuracy.mean(),
          'legacy065_eps10_one_class_share': leg[leg.epsilon == e10].one_class.mean(),
-         'one_class_acc': float(yte.mean()), 'max_std_row_norm': facts['max_row_norm'],
+         'one_class_acc': float(yte.mean()), 'nonprivate_acc_ci': list(wilson_ci(int(round(acc_np * len(yte))), len(yte))),
+         'legacy065_eps60_reach_paper': float((leg[leg.epsilon == e60].accuracy >= 0.84 - 1e-9).mean()), 'max_std_row_norm': facts['max_row_norm'],
          'rows_clipped_at_2': facts['rows_clipped'], 'budget_per_paper_draw': float(ps.budget_spent.iloc[0])}
     for k, d in (('eps10_acc', cur[cur.epsilon == e10]), ('eps60_acc', cur[cur.epsilon == e60]),
                  ('legacy065_eps60_acc', leg[leg.epsilon == e60])):
-        m[k + '_ci'] = list(mean_ci(d.accuracy)[1:])
+        m[k + '_ci'] = list(rate_ci(d.accuracy, len(yte))[1:])
     st.metrics.update({k: float(v) if isinstance(v, (float, np.floating)) else v for k, v in m.items()})
     return st
 
@@ -357,6 +383,7 @@ def public_data_norm(n_features: int) -> float:
     return math.sqrt(n_features)
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #255f2f76
+#| code-fold: true
 def _seeds(seed: int, n: int) -> list[int]:
     "`n` independent integer seeds derived from `seed`."
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(n)]
@@ -388,12 +415,14 @@ def iris_trial(X: np.ndarray, # Iris features in cm (150, 4)
     return rows
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #d7a828b1
+#| code-fold: true
 def _iris_job(X, y, epsilons, C, job):
     "One (task, seed) trial of `iris_sweep` (a module-level function, so process and cluster backends can ship it)."
     task, seed = job
     return iris_trial(X, y, task, epsilons, seed, C=C)
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #a0f2fa1a
+#| code-fold: true
 def iris_sweep(X: np.ndarray, # Iris features in cm
                y: np.ndarray, # Iris labels
                epsilons, # Grid of epsilons
@@ -410,18 +439,21 @@ def iris_sweep(X: np.ndarray, # Iris features in cm
     return pd.DataFrame([r for rows in out for r in rows])
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #f590fc2e
+#| code-fold: true
 def summarise_sweep(df: pd.DataFrame, # Output of `iris_sweep` or `mia_sweep`
                     value: str='accuracy', # Column to summarise
                     by=('task', 'epsilon'), # Grouping columns
+                    n_per: int|None=None, # Records per rate (test-set size) for `rate_ci`; None for a non-rate such as the advantage
                    ) -> pd.DataFrame:
-    "Per group: mean with a 95% t-interval, the 10th and 90th percentiles, and the number of trials."
+    "Per group: mean with a 95% interval (`rate_ci`), the 10th and 90th percentiles, and the number of trials."
     def agg(g):
-        m, lo, hi = mean_ci(g[value])
+        m, lo, hi = rate_ci(g[value], n_per)
         return pd.Series({'mean': m, 'ci_low': lo, 'ci_high': hi, 'p10': g[value].quantile(.1),
                           'p90': g[value].quantile(.9), 'n': len(g)})
     return df.groupby(list(by))[[value]].apply(agg).reset_index()
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #76589e45
+#| code-fold: true
 def _at(summary: pd.DataFrame, eps: float, col: str='mean', **where) -> float:
     "Value of `col` in a summary at the grid point nearest `eps` (log scale), filtered by `where`."
     s = summary
@@ -429,39 +461,50 @@ def _at(summary: pd.DataFrame, eps: float, col: str='mean', **where) -> float:
     s = s[np.isfinite(s.epsilon)]
     return float(s.iloc[np.argmin(np.abs(np.log(s.epsilon.values) - math.log(eps)))][col])
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #e6b678f9
+IRIS_TEST, IRIS_SETOSA_TEST = 45, 15 # Test flowers of a stratified 70/30 split of Iris, and the setosa among them
+
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #5b777066
+#| code-fold: true
 def sweep_accuracy(st: IrisDPStudy) -> IrisDPStudy:
     "Accuracy vs epsilon on Iris (binary and 3-class, public scaling): `cfg.n_seeds` trials per task on `cfg.epsilons`."
     cfg = st.cfg
     with timed(st.timings, 'iris_sweep'):
         df = st.frames['iris'] = iris_sweep(st.iris.X, st.iris.y, cfg.epsilons, cfg.n_seeds, seed=st.seed, n_jobs=cfg.n_jobs,
                                             C=cfg.C_iris)
-    sw, np_sw, m = summarise_sweep(df), df.groupby('task').nonprivate.mean(), {}
+    sw, np_sw, m = summarise_sweep(df, n_per=IRIS_TEST), df.groupby('task').nonprivate.mean(), {}
     for task in ('binary', '3-class'):
         m[f'{task}_nonprivate_acc'] = float(np_sw[task])
         for e in cfg.report_epsilons:
             m[f'{task}_eps{e:g}_acc'] = _at(sw, e, task=task)
             m[f'{task}_eps{e:g}_acc_ci'] = [_at(sw, e, 'ci_low', task=task), _at(sw, e, 'ci_high', task=task)]
+    m['binary_majority_acc'] = 1 - IRIS_SETOSA_TEST / IRIS_TEST  # always 'not setosa' on a stratified split
+    m['binary_below_majority_eps'] = [float(e) for e, h in zip(sw[sw.task == 'binary'].epsilon, sw[sw.task == 'binary'].ci_high)
+                                      if h < m['binary_majority_acc']]
     m['sweep_budget_per_trial'] = float(df.groupby(['task', 'seed']).trial_budget.first().mean())
     st.metrics.update(m)
     return st
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #77143b32
+#| code-fold: true
 RUN_NAMES = {'binary': 'Iris setosa vs rest', '3-class': 'Iris 3 species', 'digits': 'digits odd/even'} # Figure names (and so colours) of the tasks
 
 def plot_accuracy_sweep(df: pd.DataFrame, # Output of `iris_sweep`
                         ax=None, # Axes to draw on; None: a new figure
+                        baseline: bool=True, # Draw the constant answer 'not setosa' (binary task)
                        ):
     "Mean test accuracy in percent (95% interval as a darker band, 10-90% of trials lighter) vs epsilon, per task, with non-private levels."
     import matplotlib.pyplot as plt
     with style():
-        if ax is None: _, ax = plt.subplots(figsize=(6.5, 4))
+        if ax is None: _, ax = plt.subplots(figsize=(6.5, 4.2))
         s = summarise_sweep(df)
         for task, g in s.groupby('task'):
             name = RUN_NAMES.get(task, task); c = run_color(name)
             line(ax, g.epsilon, 100 * g['mean'], name, lo=100 * g.ci_low, hi=100 * g.ci_high, band_alpha=.35, marker='o', ms=3)
             ax.fill_between(g.epsilon, 100 * g.p10, 100 * g.p90, color=c, alpha=.12, lw=0)
             ax.axhline(100 * df[df.task == task].nonprivate.mean(), color=c, ls='--', lw=1, label=f'{name}, non-private')
+        if baseline and 'binary' in set(df.task):
+            ax.axhline(100 * (1 - IRIS_SETOSA_TEST / IRIS_TEST), color='k', ls=':', lw=1, label="always 'not setosa'")
         ax.set_xscale('log'); ax.set_xlabel('ε'); ax.set_ylabel('test accuracy'); percent_axis(ax, limits=(0, 102))
         ax.legend(fontsize=8, loc='lower right')
         ax.set_title(f'Iris, private models: {int(df.groupby(["task", "epsilon"]).size().min())} trials per ε', fontsize=10)
@@ -481,6 +524,7 @@ def vector_noise_scale(epsilon: float, # Privacy parameter of one binary logisti
     return {'epsilon': epsilon, 'branch': branch, "epsilon'": eps_p, 'noise scale': 2 * dx / eps_p, 'extra ridge': extra}
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #c5356c47
+#| code-fold: true
 def record_losses(model, # A fitted (private or non-private) logistic regression
                   X: np.ndarray, # Records
                   y: np.ndarray, # Their labels 0..k-1
@@ -522,11 +566,13 @@ def mia_trial(X: np.ndarray, # Features, already publicly scaled
     return rows
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #94a49109
+#| code-fold: true
 def _mia_job(X, y, epsilons, n_members, C, seed):
     "One trial of `mia_sweep` (module level, so process and cluster backends can ship it)."
     return mia_trial(X, y, epsilons, seed, n_members, C)
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #68d88ef8
+#| code-fold: true
 def mia_sweep(X: np.ndarray, y: np.ndarray, # Publicly scaled features and labels
               epsilons, # Grid of epsilons
               n_seeds: int=30, # Trials
@@ -540,6 +586,7 @@ def mia_sweep(X: np.ndarray, y: np.ndarray, # Publicly scaled features and label
     return pd.DataFrame([r for rows in out for r in rows])
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #52b040e6
+#| code-fold: true
 def attack_iris(st: IrisDPStudy) -> IrisDPStudy:
     "The loss-threshold attack on non-private Iris models trained on `cfg.iris_attack_members` flowers, `cfg.iris_attack_trials` trials."
     cfg = st.cfg
@@ -554,6 +601,7 @@ def attack_iris(st: IrisDPStudy) -> IrisDPStudy:
     return st
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #178aa418
+#| code-fold: true
 def load_digits_data(cfg: IrisDPConfig, # The chapter's settings (digits is the same under every profile)
                      seed: int=0, # Unused: the attack draws its members per trial (kept for the template's signature)
                     ) -> tuple[LabelledData, DataInfo]:
@@ -566,7 +614,11 @@ def load_digits_data(cfg: IrisDPConfig, # The chapter's settings (digits is the 
     return LabelledData(public_scale(X, 0., 16.), (d % 2).astype(np.int64), [f'pixel_{i}' for i in range(X.shape[1])],
                         ['even', 'odd']), info
 
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #c2e9bd86
+DIGITS_TEST = 1797 - 2 * 100 # Test images of one attack trial: digits less the members and as many non-members
+
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #9bfe5c6f
+#| code-fold: true
 def attack_digits(st: IrisDPStudy) -> IrisDPStudy:
     "Membership advantage and test accuracy on digits, non-private and at each of `cfg.mia_epsilons`, `cfg.mia_seeds` trials."
     cfg = st.cfg
@@ -575,7 +627,7 @@ def attack_digits(st: IrisDPStudy) -> IrisDPStudy:
         att = st.frames['attack'] = mia_sweep(st.digits.X, st.digits.y, cfg.mia_epsilons, cfg.mia_seeds, cfg.n_members,
                                               cfg.C_attack, seed=st.seed, n_jobs=cfg.n_jobs)
     adv_sum = summarise_sweep(att.assign(task='digits'), 'advantage')
-    acc_sum = summarise_sweep(att.assign(task='digits'), 'accuracy')
+    acc_sum = summarise_sweep(att.assign(task='digits'), 'accuracy', n_per=DIGITS_TEST)
     npv = att[~att.private]
     m = {'attack_adv_nonprivate': float(npv.advantage.mean()), 'attack_adv_nonprivate_ci': list(mean_ci(npv.advantage)[1:]),
          'attack_acc_nonprivate': float(npv.accuracy.mean())}
@@ -587,46 +639,62 @@ def attack_digits(st: IrisDPStudy) -> IrisDPStudy:
     return st
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #3b480bbe
+#| code-fold: true
 def plot_privacy_utility(st: IrisDPStudy):
-    "In percent: accuracy vs epsilon (Iris, digits); membership advantage vs epsilon (digits, with the DP bound); advantage vs accuracy."
+    "Two panels, one above the other, in percent: test accuracy vs epsilon (Iris, digits); membership advantage vs epsilon (digits, with the DP bound)."
     import matplotlib.pyplot as plt
     with style():
-        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={'width_ratios': [1.15, 1, 0.9]})
+        fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.5, 7.6))
         plot_accuracy_sweep(st.frames['iris'], ax=a1)
         att = st.frames['attack']; pv, npv = att[att.private], att[~att.private]
-        lab = RUN_NAMES['digits']; c = run_color(lab); sums = {}
+        lab = RUN_NAMES['digits']; c = run_color(lab)
         for col, ax in (('accuracy', a1), ('advantage', a2)):
-            s = sums[col] = summarise_sweep(pv.assign(task='digits'), col)
+            s = summarise_sweep(pv.assign(task='digits'), col, n_per=DIGITS_TEST if col == 'accuracy' else None)
             line(ax, s.epsilon, 100 * s['mean'], lab, lo=100 * s.ci_low, hi=100 * s.ci_high, band_alpha=.3, marker='s', ms=3)
             ax.axhline(100 * npv[col].mean(), color=c, ls='--', lw=1, label=f'{lab}, non-private')
         e = np.logspace(-2, 2, 200)
         a2.plot(e, 100 * dp_advantage_bound(e), 'k:', lw=1, label='ε-DP bound tanh(ε/2)')
         a2.axhline(0, color='grey', lw=.5)
-        a2.set_xscale('log'); a2.set_xlabel('ε'); a2.set_ylabel('membership advantage (TPR − FPR)')
+        a2.set_xscale('log'); a2.set_xlabel('ε'); a2.set_ylabel('membership advantage\n(TPR − FPR)')
         percent_axis(a2, limits=(-5, max(50, 200 * npv.advantage.mean())))
         a2.set_title(f'What privacy buys: attack on digits ({att.seed.nunique()} trials)', fontsize=10)
         a1.set_title('What privacy costs: test accuracy', fontsize=10)
-        a1.legend(fontsize=7, loc='lower right'); a2.legend(fontsize=8, loc='upper left')
-        acc, adv = sums['accuracy'], sums['advantage']
-        a3.errorbar(100 * acc['mean'], 100 * adv['mean'], yerr=100 * np.vstack([adv['mean'] - adv.ci_low, adv.ci_high - adv['mean']]),
+        a1.legend(fontsize=8, loc='lower right', ncol=2); a2.legend(fontsize=8, loc='upper left')
+        fig.tight_layout()
+    return fig
+
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #7e9c93a8
+#| code-fold: true
+def plot_tradeoff(st: IrisDPStudy):
+    "Membership advantage against test accuracy on digits, one point per epsilon (95% intervals), with the non-private model."
+    import matplotlib.pyplot as plt
+    with style():
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        att = st.frames['attack']; pv, npv = att[att.private], att[~att.private]
+        lab = RUN_NAMES['digits']; c = run_color(lab)
+        acc = summarise_sweep(pv.assign(task='digits'), 'accuracy', n_per=DIGITS_TEST)
+        adv = summarise_sweep(pv.assign(task='digits'), 'advantage')
+        ax.errorbar(100 * acc['mean'], 100 * adv['mean'], yerr=100 * np.vstack([adv['mean'] - adv.ci_low, adv.ci_high - adv['mean']]),
                     xerr=100 * np.vstack([acc['mean'] - acc.ci_low, acc.ci_high - acc['mean']]), fmt='s-', color=c, ms=3, lw=1,
                     label=f'{lab}, private')
         for x_, y_, e_ in zip(acc['mean'], adv['mean'], acc.epsilon):
             if abs(math.log10(e_) - round(math.log10(e_))) < 1e-9 and e_ >= 1:  # label ε = 1, 10, 100
-                a3.annotate(f'ε={e_:g}', (100 * x_, 100 * y_), fontsize=8, xytext=(4, 4), textcoords='offset points')
-        a3.plot([100 * npv.accuracy.mean()], [100 * npv.advantage.mean()], '*', color=run_color('non-private'), ms=12,
+                ax.annotate(f'ε={e_:g}', (100 * x_, 100 * y_), fontsize=9, xytext=(4, 4), textcoords='offset points')
+        ax.plot([100 * npv.accuracy.mean()], [100 * npv.advantage.mean()], '*', color=run_color('non-private'), ms=12,
                 label=f'{lab}, non-private')
-        a3.set_xlabel('digits test accuracy (utility)'); a3.set_ylabel('membership advantage (privacy loss)')
-        percent_axis(a3, 'x', limits=None); percent_axis(a3, 'y', limits=None)
-        a3.set_title('The trade-off (digits)', fontsize=10); a3.legend(fontsize=8, loc='upper left')
+        ax.set_xlabel('digits test accuracy (utility)'); ax.set_ylabel('membership advantage\n(privacy loss)')
+        percent_axis(ax, 'x', limits=None); percent_axis(ax, 'y', limits=None)
+        ax.set_title('The trade-off (digits)', fontsize=10); ax.legend(fontsize=9, loc='upper left')
         fig.tight_layout()
     return fig
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #85b0c93f
+#| code-fold: true
 PAPER = {'nonprivate_acc_pct': 100.0, 'eps10_acc_pct': 42.0, 'eps60_acc_pct': 84.0, # Verghese (2024), percent
          'legacy065_eps10_acc_pct': 42.0, 'legacy065_eps60_acc_pct': 84.0}
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #4e72073f
+#| code-fold: true
 def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
 
 def results_table(m: dict, # Metrics of a finished run (`IrisDPStudy.metrics`), fractions
@@ -635,30 +703,27 @@ def results_table(m: dict, # Metrics of a finished run (`IrisDPStudy.metrics`), 
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table, rates in percent, from the runner's metrics."
     P = PAPER; v = diffprivlib.__version__
     ci = lambda k: None if m.get(k + '_ci') is None else [_pct(m[k + '_ci'][0]), _pct(m[k + '_ci'][1])]
-    row = lambda q, paper, ours, note, c=None: {'quantity': q, 'paper': paper, 'ours': ours, 'ci': c, 'note': note}
-    paper_note = "the paper's setting: setosa vs rest, 70/30 split, standardised, data_norm 2"
     rows = [
-        row('non-private accuracy (%)', P['nonprivate_acc_pct'], _pct(m['nonprivate_acc']), paper_note),
-        row(f'eps=10, diffprivlib {v} (%)', P['eps10_acc_pct'], _pct(m['eps10_acc']), f'mean over noise draws; {paper_note}', ci('eps10_acc')),
-        row(f'eps=60, diffprivlib {v} (%)', P['eps60_acc_pct'], _pct(m['eps60_acc']), f'mean over noise draws; {paper_note}', ci('eps60_acc')),
-        row('eps=10, re-created 0.6.5 objective (%)', P['legacy065_eps10_acc_pct'], _pct(m['legacy065_eps10_acc']),
-            'median over draws: most draws predict one class, 19/45 or 26/45'),
-        row('eps=10, 0.6.5 objective: one-class predictors (%)', None, _pct(m['legacy065_eps10_one_class_share']), 'share of the draws'),
-        row('eps=60, re-created 0.6.5 objective (%)', P['legacy065_eps60_acc_pct'], _pct(m['legacy065_eps60_acc']), 'mean over draws',
+        result_row('paper setting: non-private', P['nonprivate_acc_pct'], _pct(m['nonprivate_acc']), '45 test flowers', ci('nonprivate_acc')),
+        result_row(f'paper setting: eps=10, {v}', P['eps10_acc_pct'], _pct(m['eps10_acc']), 'mean over noise draws', ci('eps10_acc')),
+        result_row(f'paper setting: eps=60, {v}', P['eps60_acc_pct'], _pct(m['eps60_acc']), 'mean over noise draws', ci('eps60_acc')),
+        result_row('paper setting: eps=10, 0.6.5', P['legacy065_eps10_acc_pct'], _pct(m['legacy065_eps10_acc']), 'median over draws'),
+        result_row('eps=10, 0.6.5: one-class draws', None, _pct(m['legacy065_eps10_one_class_share']), 'share of the draws'),
+        result_row('paper setting: eps=60, 0.6.5', P['legacy065_eps60_acc_pct'], _pct(m['legacy065_eps60_acc']), 'mean over draws',
             ci('legacy065_eps60_acc')),
-        row('all-setosa predictor (%)', None, _pct(m['one_class_acc']), '19 of the 45 test flowers'),
-        row('largest standardised training row norm', None, round(m['max_std_row_norm'], 2), 'the paper assumed data_norm 2.0'),
-        *[row(f'{t}, public scaling, eps={e:g} (%)', None, _pct(m[f'{t}_eps{e:g}_acc']), 'mean over trials, t-interval',
+        result_row('paper setting: all "setosa"', None, _pct(m['one_class_acc']), '19 of 45 test flowers'),
+        result_row('binary: always "not setosa"', None, _pct(m['binary_majority_acc']), 'stratified split'),
+        *[result_row(f'{t}: eps={e:g}', None, _pct(m[f'{t}_eps{e:g}_acc']), 'public scaling, trials',
               ci(f'{t}_eps{e:g}_acc')) for t in ('binary', '3-class') for e in cfg.report_epsilons],
-        *[row(f'{t}, non-private (%)', None, _pct(m[f'{t}_nonprivate_acc']), 'mean over trials') for t in ('binary', '3-class')],
-        row('iris: membership advantage, non-private (%)', None, _pct(m['iris_attack_adv_nonprivate']),
-            f"{cfg.iris_attack_members} flowers per model: nothing to memorise", ci('iris_attack_adv_nonprivate')),
-        row('digits: membership advantage, non-private (%)', None, _pct(m['attack_adv_nonprivate']), 'TPR - FPR of the loss-threshold attack',
+        *[result_row(f'{t}: non-private', None, _pct(m[f'{t}_nonprivate_acc']), 'mean over trials') for t in ('binary', '3-class')],
+        result_row('iris: advantage, non-private', None, _pct(m['iris_attack_adv_nonprivate']),
+            f"{cfg.iris_attack_members} flowers per model", ci('iris_attack_adv_nonprivate')),
+        result_row('digits: advantage, non-private', None, _pct(m['attack_adv_nonprivate']), 'loss-threshold attack',
             ci('attack_adv_nonprivate')),
-        *[row(f'digits: membership advantage, eps={e:g} (%)', None, _pct(m[f'attack_adv_eps{e:g}']),
+        *[result_row(f'digits: advantage, eps={e:g}', None, _pct(m[f'attack_adv_eps{e:g}']),
               f'bound tanh(eps/2) = {_pct(float(dp_advantage_bound(e)))}', ci(f'attack_adv_eps{e:g}')) for e in cfg.report_epsilons],
-        row('digits: test accuracy, non-private (%)', None, _pct(m['attack_acc_nonprivate']), 'mean over trials'),
-        *[row(f'digits: test accuracy, eps={e:g} (%)', None, _pct(m[f'attack_acc_eps{e:g}']), 'mean over trials',
+        result_row('digits: accuracy, non-private', None, _pct(m['attack_acc_nonprivate']), 'mean over trials'),
+        *[result_row(f'digits: accuracy, eps={e:g}', None, _pct(m[f'attack_acc_eps{e:g}']), 'mean over trials',
               ci(f'attack_acc_eps{e:g}')) for e in cfg.report_epsilons],
     ]
     return rows
@@ -672,6 +737,7 @@ def dp_versions() -> dict:
             'sklearn_has_multi_class': _SK_MULTI_CLASS}
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #1e2b9d44
+#| code-fold: true
 def iris_dp_results(st: IrisDPStudy) -> Results:
     "The study's `Results` from a finished record: metrics, ours beside the paper's numbers in percent, the table, settings, timings."
     m = dict(st.metrics)
@@ -681,6 +747,36 @@ def iris_dp_results(st: IrisDPStudy) -> Results:
                   config=asdict(st.cfg) | {'attack_data': str(st.digits_info), 'dp_versions': dp_versions()})
     res.frames = st.frames   # the raw data frames ride along (not saved to JSON)
     return res
+
+# %% ../nbs/ch6_privacy/60_iris_dp.ipynb #dc860a7c
+def iris_dp_findings(m: dict, # Metrics of a finished run (`IrisDPStudy.metrics`), fractions
+                    ) -> list[dict]:
+    "The paper's claims one by one: `claim`, `verdict` (reproduced / not reproduced / not testable here) and `evidence`."
+    iv = lambda k: f"{m[k]:.1%} [{m[k + '_ci'][0]:.1%}, {m[k + '_ci'][1]:.1%}]"
+    inside = lambda k, p: m[k + '_ci'][0] <= p <= m[k + '_ci'][1]  # the paper's number within our 95% interval
+    out = [dict(claim='Without privacy the model scores 100% (setosa vs rest, the paper\'s split).',
+                verdict='reproduced' if inside('nonprivate_acc', 1.0) else 'not reproduced',
+                evidence=f"ours {iv('nonprivate_acc')} (Wilson, 45 test flowers)")]
+    for e, k, leg in ((10, 'eps10_acc', 'legacy065_eps10_acc'), (60, 'eps60_acc', 'legacy065_eps60_acc')):
+        p = PAPER[k + '_pct'] / 100
+        v = 'reproduced' if inside(k, p) else 'not reproduced'
+        ev = f"installed diffprivlib: {iv(k)} over the noise draws, against the paper's {p:.0%}"
+        if e == 10:
+            ev += (f"; the re-created 0.6.5 objective gives a median {m[leg]:.1%}, and {m['legacy065_eps10_one_class_share']:.1%} of "
+                   "its draws answer one class for every flower, so the 42% is a one-class predictor caused by the bug")
+        else:
+            ev += (f"; the re-created 0.6.5 objective gives {iv(leg)}, and {m['legacy065_eps60_reach_paper']:.1%} of its draws "
+                   "reach 84% or more, so the 84% is one draw of the bug")
+        out.append(dict(claim=f'At ε = {e} the private model scores {p:.0%}.', verdict=v, evidence=ev))
+    below = m.get('binary_below_majority_eps') or []
+    same10 = m['binary_eps10_acc_ci'][1] >= m['binary_nonprivate_acc']  # the non-private level within the interval at ε = 10
+    out.append(dict(claim='Privacy is expensive: private models lose much of the accuracy.',
+                    verdict='not reproduced at the paper\'s ε' if same10 else 'reproduced',
+                    evidence=(f"with a public bound the binary model scores {iv('binary_eps10_acc')} at ε = 10 (non-private "
+                              f"{m['binary_nonprivate_acc']:.1%})" + ("" if not below else
+                              f"; but at ε = {', '.join(f'{e:.2g}' for e in below)} it scores below always answering \"not setosa\" "
+                              f"({m['binary_majority_acc']:.1%}), e.g. {iv('binary_eps1_acc')} at ε = 1: there privacy costs everything"))))
+    return out
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #c6e91501
 IRIS_DP_STEPS = (reproduce_paper, sweep_accuracy, attack_iris, attack_digits)  # the sections' steps, in the page's order

@@ -128,6 +128,40 @@ class SpotTheFake:
                     n_real=nr, reals_identified_k=kr, reals_identified=rid, reals_identified_ci=rid_ci,
                     p_guessing=binomial_p(k, n) if n else None, auc=percent(auc))
 
+    def report(self) -> str:
+        "The score in words, for people: 'no answers yet' before the first answer, else the rates with Wilson intervals and the test."
+        s = self.score()
+        if not s['n_answered']:
+            return (f"No answers yet: {len(self)} items wait. In a live notebook, click through `widget()` (or call "
+                    "`answer(i, says_fake)`), then ask again.")
+        rate = lambda v, ci: '-' if v is None else f"{v:.1f}% (95% Wilson {ci[0]:.1f}-{ci[1]:.1f}%)"
+        return (f"{s['n_answered']} of {s['n_items']} items answered. Accuracy {rate(s['accuracy'], s['accuracy_ci'])}, "
+                f"{s['correct']} correct; fakes identified {rate(s['fakes_identified'], s['fakes_identified_ci'])}, "
+                f"{s['fakes_identified_k']} of {s['n_fake']}; reals identified {rate(s['reals_identified'], s['reals_identified_ci'])}. "
+                f"Binomial test against guessing: p = {s['p_guessing']:.3g}.")
+
+    def sheet(self,
+              ncols: int=5, # Items per row
+              size: float=1.4, # Inches per item
+             ):
+        "A static figure of every item, numbered 1..n in quiz order: the quiz on paper or on a static page (the truth is in `answer_key()`)."
+        import matplotlib.pyplot as plt
+        nr = -(-len(self) // ncols)
+        fig, axes = plt.subplots(nr, ncols, figsize=(min(7.5, size * ncols), size * nr * 1.12), squeeze=False)
+        for ax in axes.ravel(): ax.axis('off')
+        for i, ax in enumerate(axes.ravel()[:len(self)]):
+            ax.axis('on'); plot_item(ax, self.items[i], str(i + 1))
+        plt.tight_layout()
+        return fig
+
+    def answer_key(self,
+                   describe=None, # Optional function of the item index returning a short description (e.g. "generated removal")
+                  ) -> str:
+        "Markdown: the truth of every item inside a `<details>` block, folded on the site and in JupyterLab until the reader opens it."
+        lines = [f"{i + 1}. **{'generated' if f else 'real'}**" + (f": {describe(i)}" if describe else '')
+                 for i, f in enumerate(self.is_fake)]
+        return "<details><summary>Answer key</summary>\n\n" + '\n'.join(lines) + "\n\n</details>"
+
     def widget(self, figsize: tuple=(4, 4)):
         "An ipywidgets view: one item at a time, Real / Fake buttons, a confidence slider; the score at the end."
         try: import ipywidgets as W
@@ -141,9 +175,7 @@ class SpotTheFake:
             with out:
                 out.clear_output(wait=True)
                 if i is None:
-                    s = self.score()
-                    label.value = (f"<b>Done.</b> accuracy {s['accuracy']}% {s['accuracy_ci']}, fakes identified "
-                                   f"{s['fakes_identified']}% {s['fakes_identified_ci']}, p(guessing) = {s['p_guessing']:.3g}")
+                    label.value = f"<b>Done.</b> {self.report()}"
                     real_b.disabled = fake_b.disabled = True; return
                 label.value = f"item {i + 1} of {len(self)}: real or generated?"
                 fig, ax = plt.subplots(figsize=figsize); plot_item(ax, self[i]); plt.show()

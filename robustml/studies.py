@@ -13,7 +13,7 @@ from .core import DataInfo, Results, get_profile, set_seed
 
 # %% auto #0
 __all__ = ['STUDIES', 'STUDY_LIST', 'Study', 'register_study', 'depends_on', 'load_studies', 'get_study', 'run_order',
-           'results_dir', 'find_record', 'format_table', 'results_text', 'results_frame']
+           'results_dir', 'find_record', 'format_table', 'results_text', 'result_row', 'results_frame']
 
 # %% ../nbs/foundations/08_studies.ipynb #2a077a19
 @dataclass
@@ -141,6 +141,19 @@ def results_text(res: Results) -> str:
     cmp = [{'metric': k, 'paper': v, 'ours': res.metrics.get(k)} for k, v in res.paper.items()]
     out += ['', 'paper vs ours:', format_table(cmp, ['metric', 'paper', 'ours']) if cmp else '(no published numbers to compare)']
     return '\n'.join(out)
+
+# %% ../nbs/foundations/08_studies.ipynb #b11b43b7
+def result_row(quantity: str, # What the row measures, with its unit, e.g. 'clean accuracy (%)'
+               paper, # The published number (percent for rates), a text, or None where the paper has none
+               ours, # Our number (percent for rates), a text, or None where it was not measured
+               note: str='', # Where the numbers come from: data, sample size, interval method
+               ci: list|tuple|None=None, # Our 95% interval [low, high] in the unit of `ours`
+              ) -> dict:
+    "One row of a chapter's results table in the course's schema: `quantity, paper, ours, ci, note`."
+    if ci is not None:
+        if len(ci) != 2: raise ValueError(f"result_row: ci must be [low, high], got {ci!r}")
+        ci = [ci[0], ci[1]]
+    return {'quantity': quantity, 'paper': paper, 'ours': ours, 'ci': ci, 'note': note}
 
 # %% ../nbs/foundations/08_studies.ipynb #7c30e9bf
 def results_frame(rows: list[dict], # Rows `quantity, paper, ours, ci, note` (percent), as in `Results.table`

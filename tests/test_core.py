@@ -50,14 +50,29 @@ def test_study_list_order_and_dependencies():
     with pytest.raises(KeyError, match='Unknown study'): run_order(['nope'])
 
 
-def test_core_names_no_chapter():
-    "The ground floor never names the top floor: core, stats, training, attacks and robust import no chapter."
-    import robustml
+FOUNDATIONS = ('core', 'stats', 'plots', 'datasets/__init__', 'datasets/images', 'datasets/signals', 'datasets/tabular',
+               'datasets/expression', 'training', 'attacks', 'robust', 'certify', 'quiz')   # studies and cli list the chapters
+
+def test_foundations_name_no_chapter():
+    "The ground floor never names the top floor: no foundation module imports a chapter or names a chapter's runs."
+    import robustml, subprocess, sys
     from pathlib import Path
-    chapters = {m.split('.')[-1] for _, m, _ in STUDY_LIST}
-    for mod in ('core', 'stats', 'training', 'attacks', 'robust'):
-        src = (Path(robustml.__file__).parent / f'{mod}.py').read_text()
-        assert not any(f'robustml.{c}' in src or f'from .{c} ' in src or f'from . import {c}' in src for c in chapters), mod
+    root = Path(robustml.__file__).parent
+    chapters = {m.split('.')[1] for _, m, _ in STUDY_LIST}
+    names = {p.stem for p in root.glob('*.py')} | {p.name for p in root.iterdir() if (p / '__init__.py').exists()}
+    assert names - {'__init__', '_modidx', 'studies', 'cli'} == {m.split('/')[0] for m in FOUNDATIONS} | chapters, \
+        'a new module: add it to FOUNDATIONS or to STUDY_LIST'
+    for mod in FOUNDATIONS:
+        src = (root / f'{mod}.py').read_text()
+        assert not any(f'robustml.{c}' in src or f'from .{c} ' in src or f'from ..{c} ' in src or f'from . import {c}' in src
+                       for c in chapters), mod
+    # the colours: importing the foundations alone gives fixed colours only to generic runs and attacks
+    code = 'import robustml.plots as p, robustml.robust, robustml.certify, robustml.quiz; print(sorted(p.RUN_COLORS))'
+    base = eval(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout)
+    from robustml.plots import RUN_COLORS
+    load_studies()                                                               # imports every chapter
+    assert set(base) < set(RUN_COLORS) and set(base) <= {'clean', 'standard', 'baseline', 'non-private', 'FGSM', 'PGD',
+                                                          'AutoAttack', 'APGD-CE', 'APGD-T', 'Square'}
 
 
 def test_find_record(tmp_path):
@@ -82,10 +97,10 @@ def test_run_colours_are_stable_across_processes():
     "A run's colour comes from its name, never from plotting order or Python's per-process hash seed."
     import subprocess, sys
     from robustml.plots import PALETTE, run_color
-    code = "from robustml.plots import run_color; print(run_color('some unnamed run'), run_color('corrected'))"
+    code = "from robustml.plots import run_color; print(run_color('some unnamed run'), run_color('standard'))"
     outs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'PYTHONHASHSEED': s},
                            check=True).stdout for s in ('1', '2')}
-    assert outs == {f"{run_color('some unnamed run')} {run_color('corrected')}\n"} and run_color('some unnamed run') in PALETTE
+    assert outs == {f"{run_color('some unnamed run')} {run_color('standard')}\n"} and run_color('some unnamed run') in PALETTE
 
 
 # --- safe saves: `atomic_write`, `Results.save`, `save_state` --------------------------------------------------------

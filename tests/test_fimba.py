@@ -305,3 +305,35 @@ def test_config_and_filter_fractions():
     for share in (-0.1, 1.5, float('nan')):
         with pytest.raises(ValueError, match=r'share must be a fraction .* in \[0, 1\]'): F.spectral_filter(s, lab, share)
     assert F.spectral_filter(s, lab, 1 / 3).tolist() == [True, True, False, True, True, False]
+
+
+def test_rate_ci_pools_counts_when_degenerate():
+    "Equal rates in every split get the pooled Wilson interval of their counts, never a zero-width interval."
+    from robustml.stats import mean_ci, wilson_ci
+    m, lo, hi = F.rate_ci([0.5, 0.5, 0.5], [4, 5, 6], [8, 10, 12])
+    assert m == 0.5 and (lo, hi) == pytest.approx(wilson_ci(15, 30)) and lo < m < hi
+    assert F.rate_ci([0., 0.], [0, 0], [10, 10])[2] > 0          # 0 of 20 flipped: the interval still says how sure we are
+    assert F.rate_ci([0.2, 0.4]) == pytest.approx((0.3, max(mean_ci([0.2, 0.4])[1], 0), min(mean_ci([0.2, 0.4])[2], 1)))
+    t = F.summarise_attack(pd_attack_rows())
+    r = t.iloc[0]
+    assert r.flip_pos_rate == 0 and r.flip_pos_rate_hi > 0      # every split flipped none: pooled Wilson upper bound above 0
+
+
+def pd_attack_rows():
+    import pandas as pd
+    return pd.DataFrame([dict(dataset='d', model='m', variant='fimba', k=5, accuracy=0.9, fp=1, fn=1, n_neg=10, n_pos=10,
+                              ok_neg=9, ok_pos=9, flip_neg=s, flip_pos=0) for s in (1, 2, 3)])
+
+
+def test_findings_on_a_quick_run():
+    "The findings follow from the run's intervals: every claim gets one of the stated verdicts and names each data set."
+    cfg = F.fimba_config('quick')
+    st = F.fimba_setup(cfg, 0)
+    for step in F.FIMBA_STEPS: step(st)
+    f = F.fimba_findings(st)
+    assert len(f) == 5 and f[-1]['verdict'] == 'not testable here'
+    assert all(x['verdict'].startswith(('reproduced', 'not reproduced', 'partly reproduced', 'not testable')) for x in f)
+    assert all('synthetic' in x['evidence'] for x in f[:4])
+    for r in F.fimba_results(st).table:   # no degenerate interval around an estimate strictly between 0 and 100
+        if r['ci'] is not None and 0 < r['ours'] < 100 and '%' not in r['quantity'] and 'ratio' not in r['quantity']:
+            assert r['ci'][1] > r['ci'][0], r

@@ -1,5 +1,6 @@
 "Tests of robustml.mammo (chapter 2, lesion GANs): split by woman, coordinates, generators, losses, flip counting, CLI, bad input."
 import json
+import math
 
 import numpy as np
 import pytest
@@ -192,3 +193,40 @@ def test_seeds_repeat_the_pipeline(tmp_path, monkeypatch):
     one = mammo.mammo_setup(mammo.mammo_config('quick'), 0)   # n_seeds=1: no re-run, no row over seeds
     for step in mammo.MAMMO_STEPS: step(one)
     assert len(one.seeds) == 1 and not any('seeds' in r['quantity'] for r in mammo.results_table(one))
+
+
+def test_ablation_steps_change_one_thing_each():
+    "faithful -> matched changes the fidelity term (and matches the size); matched -> corrected changes only the D loss."
+    cfg = _cfg()
+    d_f, fid_f, m_f = mammo.variant_losses('faithful', cfg)
+    d_m, fid_m, m_m = mammo.variant_losses('matched', cfg)
+    d_c, fid_c, m_c = mammo.variant_losses('corrected', cfg)
+    assert (m_f, m_m, m_c) == (False, True, True)
+    g, x = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
+    assert fid_f(g, x).item() == pytest.approx(mammo.rel_l2_faithful(g, x).item())
+    assert fid_m(g, x).item() == pytest.approx(fid_c(g, x).item()) == pytest.approx(mammo.rel_l2(g, x).mean().item())
+    dr, df, gr = torch.tensor([0.3, 1.]), torch.tensor([-2., 0.5]), torch.rand(2, 1, 4, 4)
+    assert d_f(dr, df, gr).item() == pytest.approx(d_m(dr, df, gr).item())
+    assert d_c(dr, df, gr).item() == pytest.approx(mammo.d_loss_corrected(dr, df, gr, cfg.r1_gamma).item())
+    with pytest.raises(ValueError, match='variant must be one of'): mammo.variant_losses('zhou', cfg)
+
+
+def test_fidelity_controller_finds_the_weight_that_gives_the_target_size():
+    "A toy generator whose change shrinks as 1/weight: the controller settles where the change equals the target."
+    cfg = _cfg(); log_w = 0.
+    for _ in range(300):
+        size = 0.05 / math.exp(log_w)   # change size falls as the weight rises
+        log_w = mammo.update_fid_weight(log_w, size, cfg)
+    assert 0.05 / math.exp(log_w) == pytest.approx(cfg.size_target, rel=0.01)
+
+
+def test_c2st_positive_and_negative_controls():
+    "Gross noise is detected; two draws of one distribution are not (at a fixed seed)."
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(60, 1, 16, 16, generator=g) * 0.5 + 0.25, torch.rand(60, 1, 16, 16, generator=g) * 0.5 + 0.25
+    noisy = mammo.noise_at(b, 0.5, seed=1)
+    assert mammo.rel_l2(mammo.noise_at(b, 0.01, seed=1), b).mean().item() == pytest.approx(0.01, rel=0.2)  # clipping aside
+    auc_pos, ci_pos = mammo.c2st_auc(a, noisy, epochs=8, seed=0, n_boot=200)
+    auc_neg, ci_neg = mammo.c2st_auc(a, b, epochs=8, seed=0, n_boot=200)
+    assert ci_pos[0] > 0.5 and auc_pos > 0.8
+    assert ci_neg[0] <= 0.5 <= ci_neg[1] or auc_neg < 0.65

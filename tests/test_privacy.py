@@ -225,3 +225,28 @@ def test_runner_calls_the_pages_steps():
     st = P.iris_dp_study(P.iris_dp_config('quick'), seed=1)
     for step in (P.reproduce_paper, P.sweep_accuracy, P.attack_iris, P.attack_digits): assert step(st) is st
     assert P.iris_dp_results(st).table == P.run_iris_dp('quick', seed=1).table
+
+
+def test_rate_ci_never_degenerate():
+    "Equal rates in every trial get the pooled Wilson interval, not a zero-width t-interval; varied rates keep the t-interval."
+    from robustml.stats import mean_ci, wilson_ci
+    m, lo, hi = P.rate_ci([1.0] * 20, n_per=45)
+    assert m == 1.0 and hi == 1.0 and lo == pytest.approx(wilson_ci(900, 900)[0]) and lo < 1.0
+    m, lo, hi = P.rate_ci([30 / 45] * 10, n_per=45)
+    assert lo < m < hi and (lo, hi) == pytest.approx(wilson_ci(300, 450))
+    r = [0.5, 0.6, 0.7]
+    assert P.rate_ci(r, 45) == mean_ci(r)
+    assert P.rate_ci([0.4] * 3) == pytest.approx((0.4, 0.4, 0.4))  # without counts nothing can be pooled
+
+
+def test_findings_follow_the_intervals():
+    "A claim is reproduced when the paper's number lies in our interval; the table never prints a degenerate interval."
+    res = P.run_iris_dp('quick', seed=0)
+    f = P.iris_dp_findings(res.metrics)
+    assert [x['verdict'] for x in f][:3] == ['reproduced', 'not reproduced', 'not reproduced']  # 100%; 42% and 84% not with 0.6.6
+    assert len(f) == 4 and all(x['verdict'] in ('reproduced', 'not reproduced', "not reproduced at the paper's ε") for x in f)
+    for r in res.table:
+        if r['ci'] is not None and 0 < r['ours'] < 100: assert r['ci'][1] > r['ci'][0], r
+    m = dict(res.metrics, eps10_acc_ci=[0.40, 0.45])  # an interval that holds the paper's 42%
+    assert P.iris_dp_findings(m)[1]['verdict'] == 'reproduced'
+    assert res.metrics['binary_majority_acc'] == pytest.approx(2 / 3)

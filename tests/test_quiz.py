@@ -137,3 +137,22 @@ def test_bad_indices(quiz):
     with pytest.raises(ValueError, match='confidence'): quiz.answer(0, True, confidence=True)
     with pytest.raises(ValueError, match='n must'): SpotTheFake(np.zeros((4, 2, 2)), np.ones((4, 2, 2)), n=True)
     assert list(quiz) == quiz.items   # iteration still stops at the end
+
+
+def test_static_view_report_sheet_and_key(quiz):
+    "Before any answer the report says so in words (no dict of zeros and None); the key folds the truth in <details>."
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    text = quiz.report()
+    assert text.startswith('No answers yet') and 'None' not in text and '20 items' in text
+    key = quiz.answer_key(lambda i: f'item {i}')
+    assert key.startswith('<details><summary>Answer key</summary>') and key.endswith('</details>')
+    for i, f in enumerate(quiz.is_fake):
+        assert f"{i + 1}. **{'generated' if f else 'real'}**: item {i}" in key
+    fig = quiz.sheet(ncols=5)
+    assert len([a for a in fig.axes if a.images]) == len(quiz) and fig.get_size_inches()[0] <= 7.5
+    plt.close(fig)
+    for i in range(len(quiz)): quiz.answer(i, True)   # calls everything fake: half right, every fake identified
+    text = quiz.report()
+    assert 'Accuracy 50.0%' in text and 'fakes identified 100.0%' in text and 'reals identified 0.0%' in text

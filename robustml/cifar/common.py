@@ -28,6 +28,16 @@ from ..training import as_input, cpu_state
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'SEED_EPS', 'EPS5', 'EPS8', 'PAPER', 'CifarSizes', 'CifarData', 'load_chapter_data',
            'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'run_provenance', 'plot_adv_grid']
 
+# %% ../../nbs/ch1_cifar/13_common.ipynb #ae82f5cb
+from ..plots import register_colors
+
+# %% ../../nbs/ch1_cifar/13_common.ipynb #84e5ede7
+register_colors({ # chapter 1's runs keep their colours on every page
+    'faithful': '#8c564b', 'fix1_pixel': '#bcbd22', 'fix2_mode': '#17becf', 'corrected': '#1f77b4',
+    'fast_fgsm': '#ff7f0e', 'fast_fgsm_aug': '#e6550d', 'pgd_train': '#2ca02c', 'co_collapsed': '#d62728',
+    'co_guarded': '#9467bd',
+})
+
 # %% ../../nbs/ch1_cifar/13_common.ipynb #8566ffe3
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465) # the seed's per-channel normalisation mean ...
 CIFAR_STD = (0.2023, 0.1994, 0.2010) # ... and standard deviation

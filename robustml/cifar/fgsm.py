@@ -4,6 +4,7 @@
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #0d18e1ed
 from __future__ import annotations
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -25,14 +26,14 @@ from .common import (CIFAR_MEAN, CIFAR_STD, SEED_EPS, EPS5, EPS8, PAPER, CifarDa
                                    RecordingGuard, pixel_model, n_params, summarise, _show)
 
 # %% auto #0
-__all__ = ['ROWS', 'COLUMNS', 'MODERN', 'AA_RUNS', 'CIFAR_STEPS', 'CifarConfig', 'cifar_config', 'describe_config', 'Run',
-           'CifarStudy', 'cifar_setup', 'seed_cnn', 'fit_trajectory', 'train_standard', 'plot_history', 'seed_fgsm',
-           'normalise', 'denormalise', 'seed_attack', 'clamp_effect', 'plot_clamp', 'fgsm_attack', 'pgd_attack',
-           'evaluate_model', 'evaluate_run', 'attack_standard', 'SeedHistory', 'seed_adv_train', 'select_epoch',
-           'seed_monitor', 'seed_trajectory', 'train_seed_variants', 'evaluate_seed_variants', 'runs_frame', 'fit_adv',
-           'train_modern', 'evaluate_modern', 'train_overfit', 'evaluate_overfit', 'plot_guard', 'accuracy_curves',
-           'plot_curves', 'autoattack_cifar', 'evaluate_all', 'time_to_target_cifar', 'results_table', 'cifar_results',
-           'run_cifar_fgsm']
+__all__ = ['ROWS', 'COLUMNS', 'LABELS', 'MODERN', 'AA_RUNS', 'CIFAR_STEPS', 'CifarConfig', 'cifar_config', 'describe_config',
+           'Run', 'CifarStudy', 'cifar_setup', 'seed_cnn', 'fit_trajectory', 'train_standard', 'plot_history',
+           'seed_fgsm', 'normalise', 'denormalise', 'seed_attack', 'clamp_effect', 'seed_clamp', 'clamp_standard',
+           'plot_clamp', 'fgsm_attack', 'pgd_attack', 'evaluate_model', 'evaluate_run', 'attack_standard',
+           'SeedHistory', 'seed_adv_train', 'select_epoch', 'seed_monitor', 'seed_trajectory', 'train_seed_variants',
+           'evaluate_seed_variants', 'runs_frame', 'fit_adv', 'train_modern', 'evaluate_modern', 'train_overfit',
+           'evaluate_overfit', 'plot_guard', 'accuracy_curves', 'plot_curves', 'autoattack_cifar', 'evaluate_all',
+           'time_to_target_cifar', 'results_table', 'cifar_results', 'run_cifar_fgsm']
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #669156b3
 #| code-fold: true
@@ -90,13 +91,13 @@ def cifar_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #00ed91f8
 #| code-fold: true
 def describe_config(cfg: CifarConfig) -> str:
-    "One paragraph that says how this profile differs from the seed."
+    "One paragraph, wrapped at 100 characters, that says how this profile differs from the seed."
     scale = ('the seed\'s settings on the full training set' if cfg.profile == 'paper' else
              f"a SCALED-DOWN run: {cfg.n_train:,} training images (stratified), a {cfg.width:g}-width copy of the seed's "
              f"network, {cfg.epochs_std} + {cfg.epochs_adv} epochs instead of 10 + 10, batch {cfg.batch_size}")
-    return (f"Profile '{cfg.profile}': {scale}; modern recipes {'fine-tuned from the standard model' if cfg.finetune else 'from scratch'}; "
+    return textwrap.fill(f"Profile '{cfg.profile}': {scale}; modern recipes {'fine-tuned from the standard model' if cfg.finetune else 'from scratch'}; "
             f"{cfg.n_val:,} validation images; clean/FGSM accuracy on {cfg.n_test:,} test images, PGD-20 and AutoAttack-style "
-            f"({cfg.aa_version}) on {cfg.n_pgd:,}, PGD-50 x {cfg.restarts} restarts on {cfg.n_strong:,}.")
+            f"({cfg.aa_version}) on {cfg.n_pgd:,}, PGD-50 x {cfg.restarts} restarts on {cfg.n_strong:,}.", width=100)
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #77dcbb3d
 @dataclass
@@ -137,6 +138,7 @@ class CifarStudy:
     best_ce: str|None = None # ... on the cross-entropy PGD signal, for comparison
     std_val: dict = field(default_factory=dict) # the standard model's validation numbers (fractions)
     clamp: dict = field(default_factory=dict) # what the seed's clamp does to clean test images
+    clamp_ok: dict = field(default_factory=dict) # the standard model's per-image correctness, clean and after the clamp alone
     co_eval: dict = field(default_factory=dict) # the overfitting runs at eps_co: name -> column -> per-image booleans
     curves: dict = field(default_factory=dict) # run -> {'fgsm': ..., 'pgd10': ...} accuracy against eps
     ttt: dict = field(default_factory=dict) # time to target (see `time_to_target_cifar`)
@@ -303,6 +305,21 @@ def clamp_effect(x: Tensor, # Pixels in [0, 1], shaped (N, 3, H, W)
     return {'below_mean': (x < m).float().mean().item(), 'above_mean_plus_std': (x > m + s).float().mean().item(),
             'changed': ((xc - x).abs() > 1e-6).float().mean().item(), 'mean_abs_change_255': 255 * (xc - x).abs().mean().item()}
 
+# %% ../../nbs/ch1_cifar/10_fgsm.ipynb #0b99576c
+def seed_clamp(x: Tensor, # Pixels in [0, 1]
+              ) -> Tensor: # The same images after the seed's clamp alone (normalise, clamp to [0, 1], map back)
+    "What the seed's FGSM does to an image before it adds any perturbation."
+    return denormalise(normalise(x).clamp(0, 1))
+
+# %% ../../nbs/ch1_cifar/10_fgsm.ipynb #f2fc10d2
+def clamp_standard(st: CifarStudy) -> CifarStudy:
+    "What the seed's clamp does to the test images, and the standard model's accuracy on them before and after it."
+    x, y = st.data.test(st.cfg.n_test)
+    st.clamp = clamp_effect(x)
+    m = st.model('standard')   # as the images are, and after the clamp alone (no attack at all)
+    st.clamp_ok = {'clean': correct(m, x, y), 'clamped': correct(m, seed_clamp(x), y)}
+    return st
+
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #2cfd8f41
 #| code-fold: true
 def plot_clamp(model: nn.Sequential, # A pixel model, for the seed's attack
@@ -335,7 +352,7 @@ def pgd_attack(eps: float, # L-inf budget in pixels
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #5b10c839
 #| code-fold: true
-COLUMNS = ('clean', 'seed_fgsm', 'fgsm5', 'pgd20_5', 'pgd50_5', 'fgsm8', 'pgd20_8', 'pgd50_8')
+COLUMNS = ('clean', 'seed_fgsm', 'fgsm5', 'clean_pgd', 'pgd20_5', 'pgd50_5', 'fgsm8', 'pgd20_8', 'pgd50_8')
 
 def evaluate_model(model: nn.Module, # A pixel model
                    data: CifarData, # The chapter's data (its fixed test subset)
@@ -354,7 +371,7 @@ def evaluate_model(model: nn.Module, # A pixel model
     def run(xy, attack):  # the same random starts for every model and column, whatever else was evaluated before
         set_seed(seed); return robust_correct(model, xy, attack)
     clean = correct(model, x, y)   # the test subsets are prefixes of one order, so clean[:n] is the same images
-    out = {'clean': clean, 'seed_fgsm': run((x, y), seed_attack)}
+    out = {'clean': clean, 'seed_fgsm': run((x, y), seed_attack), 'clean_pgd': clean[:len(yp)]}  # clean on the PGD images
     for tag, e in (('5', EPS5), ('8', EPS8)):
         out[f'fgsm{tag}'] = run((x, y), fgsm_attack(e))
         out[f'pgd20_{tag}'] = run((xp, yp), pgd_attack(e, 20)) & clean[:len(yp)]
@@ -380,7 +397,7 @@ def evaluate_run(st: CifarStudy, # The study
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #b3bba803
 def attack_standard(st: CifarStudy) -> CifarStudy:
     "Step 2: what the seed's clamp does to clean test images, and the standard model under every attack of the table."
-    st.clamp = clamp_effect(st.data.test(st.cfg.n_test)[0])
+    clamp_standard(st)
     evaluate_run(st, 'standard')
     return st
 
@@ -519,22 +536,25 @@ def evaluate_seed_variants(st: CifarStudy) -> CifarStudy:
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #3b8f0a95
 #| code-fold: true
+LABELS = {'clean': 'clean', 'seed_fgsm': 'seed FGSM', 'fgsm5': 'FGSM 5', 'clean_pgd': 'clean (PGD imgs)', 'pgd20_5': 'PGD-20 5',
+          'pgd50_5': 'PGD-50 5', 'aa_5': 'AA 5', 'fgsm8': 'FGSM 8', 'pgd20_8': 'PGD-20 8', 'pgd50_8': 'PGD-50 8', 'aa_8': 'AA 8'}
+
 def runs_frame(st: CifarStudy, # The study
                names: list|None=None, # Runs to show (default: every evaluated run, in the table's order)
-               cols: tuple=('clean', 'seed_fgsm', 'fgsm5', 'pgd20_5', 'pgd50_5', 'aa_5', 'fgsm8', 'pgd20_8', 'pgd50_8', 'aa_8'),
+               cols: tuple=('clean', 'seed_fgsm', 'fgsm5', 'fgsm8'), # Columns (keys of `LABELS`); budgets in 1/255
+               extra: bool=True, # Add training seconds, epochs and the kept epoch
               ) -> 'pd.DataFrame':
-    "Accuracies (percent) of each run on the test subset, its training time and its kept epoch."
+    "Accuracies of each run (percent, one decimal; '-' where not measured), for people: one row per run."
     import pandas as pd
     names = names or [k for k in ROWS if k in st.runs and st.runs[k].summary]
+    f = lambda v: '-' if v is None else f'{v:.1f}'
     rows = []
     for k in names:
         r = st.runs[k]; row = {'run': k}
         for c in cols:
-            if c.startswith('aa_'):
-                a = r.autoattack.get(int(c[3:]))
-                if a is not None: row[c] = a.robust_accuracy
-            elif c in r.summary: row[c] = r.summary[c]
-        row.update(train_s=round(r.train_s, 1), epochs=r.epochs, kept_epoch=r.kept_epoch)
+            a = r.autoattack.get(int(c[3:])) if c.startswith('aa_') else None
+            row[LABELS[c]] = f(a.robust_accuracy if a is not None else r.summary.get(c))
+        if extra: row.update({'train s': f'{r.train_s:.0f}', 'epochs': f'{r.epochs}', 'kept': f'{r.kept_epoch}'})
         rows.append(row)
     return pd.DataFrame(rows).set_index('run')
 

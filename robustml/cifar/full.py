@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
-from ..studies import register_study
+from ..studies import register_study, result_row
 from ..datasets import cache_dir
 from ..robust import AdvTrain, autoattack
 from ..stats import Trajectory
@@ -24,6 +24,7 @@ __all__ = ['WONG2020', 'TARGET', 'PAPER_FULL', 'conv_bn', 'Residual', 'resnet9',
            'aa_columns', 'CifarFull', 'full_table', 'run_cifar_full']
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #206d8937
+#| code-fold: true
 def conv_bn(c_in: int, # Input channels
             c_out: int, # Output channels
             pool: bool=False, # Halve the resolution with a 2x2 max-pool at the end
@@ -33,6 +34,7 @@ def conv_bn(c_in: int, # Input channels
     return nn.Sequential(*layers, nn.MaxPool2d(2)) if pool else nn.Sequential(*layers)
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #d0f5ea3e
+#| code-fold: true
 class Residual(nn.Module):
     "`x + f(x)` with `f` two `conv_bn` blocks of `c` channels."
     def __init__(self, c: int):
@@ -86,11 +88,13 @@ def full_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = t
                       epochs=15, batch_size=256, lr=0.2, weight_decay=5e-4, n_boot=2000, n_aa=1000, aa_version='standard')
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #e54860e1
+#| code-fold: true
 def recipe_name(cfg: FullConfig) -> str:
     "The recipe a config trains, in words."
     return 'fast FGSM' + (' + crop/flip' if cfg.augment else '') + f', eps = {round(cfg.eps * 255)}/255'
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #d1ded18b
+#| code-fold: true
 WONG2020 = {'clean': 86.06, 'pgd_8': 46.06, 'aa_8': 43.21} # Wong et al. 2020, fast FGSM training of a PreAct ResNet-18 at 8/255 (percent)
 
 def aa_columns(net: nn.Module, # A pixel model in eval mode
@@ -218,6 +222,7 @@ class CifarFull:
             return self.results()
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #4ba18cf2
+#| code-fold: true
 def full_table(cfg: FullConfig, # The run's settings
                s: dict, # `summarise` output: column -> percent, column + '_ci' -> [low, high]
               ) -> list[dict]: # Rows `quantity, paper, ours, ci, note`, in percent
@@ -234,10 +239,11 @@ def full_table(cfg: FullConfig, # The run's settings
             (f'PGD-50 x {cfg.restarts} at 8/255', 'pgd50_8', None, cfg.n_strong, 'a stronger PGD'),
             ('PGD-20 at 8/255, AutoAttack images', 'pgd20_8_aa', WONG2020['pgd_8'], cfg.n_aa, wong + ', PGD-50 x 10'),
             (f'{aa} at 8/255', 'aa_8', WONG2020['aa_8'], cfg.n_aa, wong)]
-    return [{'quantity': f'{q} (%)', 'paper': p, 'ours': s.get(k), 'ci': s.get(k + '_ci'), 'note': f'{note}; {n:,} test images'}
+    return [result_row(f'{q} (%)', p, s.get(k), f'{note}; {n:,} test images', s.get(k + '_ci'))
             for q, k, p, n, note in rows if k in s]
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #1c5006a6
+#| code-fold: true
 @register_study('cifar-full', 'CIFAR-10: the best adversarial-training recipe at full scale against the seed (Verghese 2024)',
                 paper=PAPER_FULL)
 def run_cifar_full(profile: str|None=None, # 'quick', 'course' or 'paper'

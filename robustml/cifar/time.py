@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
-from ..studies import register_study, results_dir
+from ..studies import register_study, result_row, results_dir
 from ..training import correct, fit
 from ..robust import robust_correct
 from ..datasets import use_real
@@ -198,7 +198,7 @@ def time_table(faithful: dict, # the faithful recipe's summary (`SeedRecipeFull.
             ('corrected recipe, AutoAttack at 5/255', corrected, 'aa_5', None, f'{na}'),
             ('best recipe, clean', best, 'clean', None, 'its cifar-full record'),
             ('best recipe, AutoAttack at 5/255', best, 'aa_5', None, 'its cifar-full record')]
-    return [{'quantity': f'{q} (%)', 'paper': p, 'ours': s.get(k), 'ci': s.get(k + '_ci'), 'note': note}
+    return [result_row(f'{q} (%)', p, s.get(k), note, s.get(k + '_ci'))
             for q, s, k, p, note in rows if s.get(k) is not None]
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #92bad01c
