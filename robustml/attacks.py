@@ -215,13 +215,17 @@ def _flat_norm(t: Tensor) -> Tensor:
     return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
 
 # %% ../nbs/foundations/05_attacks.ipynb #f94f93a8
-def _random_start(x: Tensor, eps: float, norm: str) -> Tensor:
-    "A random perturbation in the eps-ball: uniform per coordinate (L-inf) or uniform in the ball (L2)."
-    if norm == 'linf': return torch.empty_like(x).uniform_(-eps, eps)
-    d = torch.randn_like(x)
-    n = x[0].numel()
-    r = torch.rand(x.shape[0], device=x.device, dtype=x.dtype).pow(1.0 / n).view(-1, *([1] * (x.ndim - 1)))
-    return d / _flat_norm(d) * r * eps
+def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator|None=None) -> Tensor:
+    "A random perturbation in the eps-ball: uniform per coordinate (L-inf) or uniform in the ball (L2); from `gen` if given."
+    if gen is not None:   # draw on the CPU from the seeded generator: the same start on every device
+        kw = dict(dtype=x.dtype, generator=gen)
+        if norm == 'linf': return (torch.rand(x.shape, **kw) * 2 * eps - eps).to(x.device)
+        d, r = torch.randn(x.shape, **kw), torch.rand(x.shape[0], **kw)
+        d, r = d.to(x.device), r.to(x.device)
+    else:
+        if norm == 'linf': return torch.empty_like(x).uniform_(-eps, eps)
+        d, r = torch.randn_like(x), torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
+    return d / _flat_norm(d) * r.pow(1.0 / x[0].numel()).view(-1, *([1] * (x.ndim - 1))) * eps
 
 # %% ../nbs/foundations/05_attacks.ipynb #9e53a333
 def _project(delta: Tensor, eps: float, norm: str) -> Tensor:
@@ -249,6 +253,7 @@ def pgd(model: nn.Module, # Classifier that takes inputs in input units
         targeted: bool=False, # Move toward class `y` instead of away from it
         loss: str='ce', # 'ce' or 'margin'
         mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
+        seed: int|None=None, # Seed of the random starts (`None`: the global generator)
        ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
     "Projected gradient descent in L-inf or L2 with random start and restarts keeping the per-example worst case."
     b = check_attack_inputs(x, y, eps, alpha, steps, bounds, mask, name='pgd')
@@ -262,9 +267,10 @@ def pgd(model: nn.Module, # Classifier that takes inputs in input units
     x, y, m = _prepare(model, x, y, mask)
     b = _as_bounds(bounds, x)
     best, best_ok, best_loss = None, None, None
+    gen = None if seed is None else torch.Generator().manual_seed(int(seed))
     with eval_mode(model):
         for r in range(restarts):
-            delta = _random_start(x, eps, norm) if random_start else torch.zeros_like(x)
+            delta = _random_start(x, eps, norm, gen) if random_start else torch.zeros_like(x)
             if m is not None: delta = delta * m
             delta = _clip(x + delta, b) - x
             for i in range(steps):
@@ -348,7 +354,7 @@ def apgd_checkpoints(steps: int # Iterations of the run
     return sorted({math.ceil(q * steps) for q in p if 0 < q < 1} - {0, steps})
 
 # %% ../nbs/foundations/05_attacks.ipynb #45da72df
-def _apgd_run(model, x, y, eps, steps, loss, norm, b, m, target, rho=0.75, momentum=0.75):
+def _apgd_run(model, x, y, eps, steps, loss, norm, b, m, target, rho=0.75, momentum=0.75, gen=None):
     "One APGD run from a random start; returns (per-example best point, fooled mask). `x`, `y` already on the device."
     def P(z):  # project onto the eps-ball around x, then onto the bounds
         d = _project(z - x, eps, norm)
@@ -362,7 +368,7 @@ def _apgd_run(model, x, y, eps, steps, loss, norm, b, m, target, rho=0.75, momen
             g, = torch.autograd.grad(l.sum(), z)
         return l.detach(), g, logits.detach().argmax(1) != y
     shape = (-1,) + (1,) * (x.ndim - 1)
-    d0 = _random_start(x, eps, norm)
+    d0 = _random_start(x, eps, norm, gen)
     xk = P(x + d0); xprev = xk
     lk, g, fooled = evaluate(xk)
     x_best, l_best, g_best = xk, lk.clone(), g
@@ -404,6 +410,7 @@ def apgd(model: nn.Module, # Classifier that takes inputs in input units
          targets: int=0, # APGD-T: run once against each of the `targets` most likely other classes; 0 = untargeted
          bounds=(0., 1.), # Valid input range `(low, high)`, or `None` for unbounded
          mask: Tensor|None=None, # Optional 0/1 tensor like `x`: perturb only where 1
+         seed: int|None=None, # Seed of the random starts (`None`: the global generator)
         ) -> Tensor: # Adversarial inputs, detached, on `x`'s device
     "Auto-PGD (Croce and Hein 2020): step-size schedule with checkpoints, momentum, CE/DLR/margin loss, optional targeted runs."
     b = check_attack_inputs(x, y, eps, steps=steps, bounds=bounds, mask=mask, name='apgd')
@@ -415,6 +422,7 @@ def apgd(model: nn.Module, # Classifier that takes inputs in input units
     dev0 = x.device
     x, y, m = _prepare(model, x, y, mask)
     b = _as_bounds(bounds, x)
+    gen = None if seed is None else torch.Generator().manual_seed(int(seed))
     with eval_mode(model):
         with torch.no_grad(): z0 = model(x)
         check_labels(y, z0.shape[1], 'apgd')
@@ -430,7 +438,7 @@ def apgd(model: nn.Module, # Classifier that takes inputs in input units
             if len(todo) == 0: break
             tgt = None if t is None else ranked[todo, t]
             xa, ok = _apgd_run(model, x[todo], y[todo], eps, steps, loss, norm, b,
-                               None if m is None else m[todo], tgt)
+                               None if m is None else m[todo], tgt, gen=gen)
             # keep a run's point where it fools the model, or (first run) as the best effort so far
             keep = ok | torch.tensor(r == 0 and t in (None, 0), device=ok.device)
             best[todo[keep]] = xa[keep]; done[todo[ok]] = True

@@ -12,7 +12,8 @@ from .core import PROFILES, get_profile
 from .studies import depends_on, find_record, format_table, get_study, load_studies, results_text, run_order
 
 # %% auto #0
-__all__ = ['cmd_data_list', 'cmd_data_verify', 'cmd_data_fetch', 'cmd_studies', 'check_out', 'cmd_reproduce', 'parser', 'main']
+__all__ = ['cmd_data_list', 'cmd_data_verify', 'cmd_data_fetch', 'cmd_studies', 'check_out', 'cmd_reproduce', 'parser', 'main',
+           'fix_source_links', 'ChapterDocs']
 
 # %% ../nbs/foundations/09_cli.ipynb #11482437
 def _fail(msg: str|BaseException, # The message, or an error whose message to print
@@ -226,3 +227,40 @@ def main(argv: list[str]|None=None) -> int:
         print(f"robustml: internal error: {_first_line(e)}\n"
               "robustml: this is a bug; set ROBUSTML_DEBUG=1 to see the traceback, and report it", file=sys.stderr)
         return 1
+
+# %% ../nbs/foundations/09_cli.ipynb #1dbba421
+def fix_source_links(cell, # A notebook cell, after nbdev's `exec_show_docs`
+                    ):
+    "Replace `#LNone` in `show_doc` source links with `#L<line>` of the definition (or drop the anchor if it is not found)."
+    import re
+    from nbdev.doclinks import _get_exps
+    link = re.compile(r'\]\((https?://[^)\s]+?/blob/[^/)\s]+/([^#)\s]+\.py))#LNone\)')
+    for o in cell.get('outputs', None) or []:
+        d = o.get('data', {})
+        text = d.get('text/markdown')
+        if not text: continue
+        text = ''.join(text) if isinstance(text, list) else text
+        if '#LNone' not in text: continue
+        name = re.search(r'^#+ (\S+)', text, re.M)
+        def _line(m):
+            n = _get_exps(m.group(2)).get(name.group(1)) if name else None
+            return f']({m.group(1)}#L{n})' if n else f']({m.group(1)})'
+        d['text/markdown'] = link.sub(_line, text)
+
+# %% ../nbs/foundations/09_cli.ipynb #f21d9074
+class ChapterDocs:
+    "nbdev processor (`procs` in settings.ini): on chapter pages (`nbs/ch*/`), move the API blocks nbdev adds after each export to an appendix."
+    def __init__(self, nb): # The notebook nbdev is processing (its `path_` says which page it is)
+        self.nb, self.chapter = nb, Path(getattr(nb, 'path_', '') or '').parent.name.startswith('ch')
+
+    def __call__(self, cell): pass
+
+    def end(self):
+        "After every cell was processed: the added `show_doc` cells (nbdev marks them `has_sd`) go under one heading at the end."
+        if not self.chapter: return
+        docs = [c for c in self.nb.cells if getattr(c, 'has_sd', False) and getattr(c, 'source', None) is not None]
+        if not docs: return
+        from execnb.nbio import mk_cell
+        head = mk_cell('## Appendix: the API of this page\n\nEvery function and class this page exports, in the order of '
+                       'the page, with its parameters.', cell_type='markdown')
+        self.nb.cells = [c for c in self.nb.cells if not getattr(c, 'has_sd', False)] + [head] + docs

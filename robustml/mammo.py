@@ -21,7 +21,7 @@ from .datasets import find, use_real
 from .datasets.images import MIAS_TISSUE, load_mias
 from .plots import percent_axis, run_color, style
 from .stats import bootstrap_metric, mean_ci, percent, wilson_ci
-from .studies import register_study
+from .studies import register_study, result_row
 from .training import cpu_state, eval_mode
 
 # %% auto #0
@@ -350,6 +350,8 @@ class MammoStudy:
     seeds: object = None # the headline per seed (a DataFrame, from `seeds_mammo`)
     timings: dict = field(default_factory=dict)
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #33f11160
+#| code-fold: true
 def mammo_setup(profile: str|MammoConfig|None=None, # Profile, or a config; None reads the environment
                 seed: int=0, # Seed
                 path: str|Path|None=None, # mini-MIAS location; None = `find('mias')`
@@ -386,6 +388,8 @@ def plot_patches(data: MammoPatches, # Patches
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(min(8, c_out // 2), c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #b2bea682
+#| code-fold: true
 class ZhouNet(nn.Module):
     "A VGG-style trunk plus Zhou's head: two convs, global pool, GroupNorm MLP, two logits (1 = lesion)."
     def __init__(self,
@@ -474,6 +478,8 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float('nan')
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #17248c05
+#| code-fold: true
 def train_classifier(model: nn.Module, # A fresh ZhouNet
                      data: MammoPatches, # Patches (uses the train and val splits)
                      cfg: MammoConfig, # epochs, batch, lr, gp
@@ -548,6 +554,8 @@ def _double(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True),
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #b16e39b8
+#| code-fold: true
 class UNet(nn.Module):
     "One-channel U-Net with a sigmoid output: (N, 1, P, P) in [0, 1] -> same shape in (0, 1); P divisible by 2^(levels-1)."
     def __init__(self,
@@ -601,6 +609,7 @@ def d_loss_faithful(d_real: Tensor, # D logits on real images
     g2 = grad_real.flatten(1).pow(2).sum(1)
     return -F.logsigmoid(d_real).mean() + F.logsigmoid(d_fake).mean() + k / 2 * g2.pow(2).mean() + (d_real.mean() - 1).abs()
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #57f66005
 def d_loss_corrected(d_real: Tensor, d_fake: Tensor, grad_real: Tensor,
                      gamma: float=1., # R1 weight
                     ) -> Tensor:
@@ -618,10 +627,14 @@ def rel_l2_faithful(g: Tensor, # Generated batch in [0, 1]
     n = lambda t: (t - IMAGENET_MEAN0) / IMAGENET_STD0
     return (n(g) - n(x)).pow(2).mean() / n(x).pow(2).mean()
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #677ce8f0
+#| code-fold: true
 def rel_l2(g: Tensor, x: Tensor) -> Tensor:
     "Relative L2 per patch in [0, 1] pixels: sum (G - x)^2 / sum x^2, shape (N,)."
     return (g - x).flatten(1).pow(2).sum(1) / x.flatten(1).pow(2).sum(1).clamp_min(1e-12)
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #c7638cf4
+#| code-fold: true
 def g_loss(d_fake: Tensor, # D logits on generated images
            fidelity: Tensor, # The fidelity term (a scalar)
            weight: float=1., # Its weight
@@ -650,6 +663,8 @@ def _phase(step: int, cfg: MammoConfig) -> str:
     ends = np.cumsum([cfg.warm_steps, cfg.dhead_steps, cfg.joint_steps, cfg.trunk_steps])
     return PHASES[int(np.searchsorted(ends, step, side='right'))]
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #afaaa9e9
+#| code-fold: true
 def _critic_grads(critic: Critic, real: Tensor) -> tuple[Tensor, Tensor]:
     "D(real) and the gradient of sum(D(real)) with respect to the real images (kept in the graph for the penalty)."
     real = real.detach().requires_grad_(True)
@@ -657,6 +672,8 @@ def _critic_grads(critic: Critic, real: Tensor) -> tuple[Tensor, Tensor]:
     g, = torch.autograd.grad(d.sum(), real, create_graph=True)
     return d, g
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #a2079274
+#| code-fold: true
 def generate(gen: nn.Module, # A generator
              x: Tensor, # Source patches
              batch_size: int=256, # Rows per pass
@@ -664,7 +681,6 @@ def generate(gen: nn.Module, # A generator
     "Generated patches, in eval mode, without gradients."
     with eval_mode(gen), torch.no_grad():
         return torch.cat([gen(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #5775fc58
 def variant_losses(variant: str, # One of `VARIANTS`
@@ -761,6 +777,8 @@ def correct_idx(clf: ZhouNet, # The attacked classifier
     "Indices of the patches the classifier gets right: only those can be fooled."
     return np.flatnonzero((predict_proba(clf, x) >= threshold) == bool(label))
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #30222751
+#| code-fold: true
 def gan_evidence(run: GanRun, # A trained GAN
                  cfg: MammoConfig, # For the end of the discriminator's head-only phase
                 ) -> dict:
@@ -776,6 +794,8 @@ def gan_evidence(run: GanRun, # A trained GAN
                g_adv_first=q(ga, slice(0, max(1, len(ga) // 10))), g_adv_last=q(ga, slice(-max(1, len(ga) // 10), None)))
     return out
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #43cc14ed
+#| code-fold: true
 def train_gans(st: MammoStudy, variants: Sequence[str]=VARIANTS) -> None:
     "Both generators for each ablation step, discriminators initialised from the attacked classifier; the balance in numbers."
     d, thr = st.data, st.metrics['clf_threshold']
@@ -789,7 +809,6 @@ def train_gans(st: MammoStudy, variants: Sequence[str]=VARIANTS) -> None:
             st.metrics[f'gan_{v}_{direction}_patches_per_s'] = run.patches_per_s
             st.metrics.update({f'gan_{v}_{direction}_{k}': val for k, val in gan_evidence(run, st.cfg).items()})
 
-
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #da0f5a86
 #| code-fold: true
 def _smooth(v: Sequence[float], k: int=9) -> np.ndarray:
@@ -797,6 +816,8 @@ def _smooth(v: Sequence[float], k: int=9) -> np.ndarray:
     v = np.asarray(v, float); v = v[~np.isnan(v)]
     return np.convolve(v, np.ones(k) / k, mode='valid') if len(v) >= k else v
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #93f4fbbd
+#| code-fold: true
 def plot_balance(runs: dict, # (variant, direction) -> GanRun
                  cfg: MammoConfig, # For the phase boundaries
                  direction: str, # 'insert' or 'remove': one figure per direction
@@ -828,7 +849,6 @@ def plot_balance(runs: dict, # (variant, direction) -> GanRun
         fig.suptitle(f"GAN training, {direction} ({'normal -> lesion-looking' if direction == 'insert' else 'lesion -> normal-looking'})", fontsize=10)
         plt.tight_layout()
     return fig
-
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #12541168
 def attack_all(g_remove: nn.Module, # lesion -> normal-looking
@@ -871,6 +891,8 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
     x = F.pad(x, (r, r, r, r), mode='reflect')
     return F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #b4631b26
+#| code-fold: true
 def same_budget(x: Tensor, # Source patches
                 x_adv: Tensor, # Their generated versions (set the budget per patch)
                 kind: str='noise', # 'noise' or 'blur'
@@ -955,6 +977,8 @@ def embed(model: ZhouNet, x: Tensor, batch_size: int=256) -> np.ndarray:
     with eval_mode(model), torch.no_grad():
         return torch.cat([model.embed(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #d2861074
+#| code-fold: true
 def frechet_distance(a: np.ndarray, # Features (n, d) of set A
                      b: np.ndarray, # Features (m, d) of set B
                     ) -> float:
@@ -965,6 +989,8 @@ def frechet_distance(a: np.ndarray, # Features (n, d) of set A
     s = sqrtm(sa @ sb).real
     return float(((ma - mb) ** 2).sum() + np.trace(sa + sb - 2 * s))
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #018a9777
+#| code-fold: true
 def kid(a: np.ndarray, b: np.ndarray) -> float:
     "Kernel inception distance: unbiased MMD^2 with the kernel (a.b / d + 1)^3."
     d = a.shape[1]; k = lambda u, v: (u @ v.T / d + 1) ** 3
@@ -1009,6 +1035,7 @@ def noise_at(x: Tensor, # Patches (N, 1, P, P)
     scale = (rel * x.flatten(1).pow(2).sum(1)).sqrt() / d.flatten(1).norm(dim=1).clamp_min(1e-12)
     return (x + scale.view(-1, 1, 1, 1) * d).clamp(0, 1)
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #5ed1e76d
 def c2st_controls(st: MammoStudy, # The study (data, config, seed)
                   n: int, # Patches per side, as in the fidelity test
                   epochs: int, # C2ST training epochs, as in the fidelity test
@@ -1027,7 +1054,6 @@ def c2st_controls(st: MammoStudy, # The study (data, config, seed)
         M[f'c2st_{name}_aucs'] = [a for a, _ in res]
         M[f'c2st_{name}_reject'] = [sum(ci[0] > 0.5 for _, ci in res), len(res)]
     M['c2st_control_n'] = n
-
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #86894f25
 #| code-fold: true
@@ -1201,54 +1227,55 @@ def quiz_sets(st: MammoStudy, # A study after `train_gans`
 #| code-fold: true
 def _p(v): return None if v is None else percent(v, 1)
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #b46c3198
+#| code-fold: true
 def results_table(st: MammoStudy) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table; rates in percent."
     M, d, cfg = st.metrics, st.info, st.cfg
     ci = lambda k: None if M.get(k) is None else [_p(M[k][0]), _p(M[k][1])]
-    row = lambda q, paper, ours, note, c=None: {'quantity': q, 'paper': paper, 'ours': ours, 'ci': c, 'note': note}
     kn = lambda k: f"{M[k][0]}/{M[k][1]}"
     rows = [
-        row('data', 'private full-field mammograms, 1728x1408, 16-bit', f"mini-MIAS patches {cfg.patch}px ({d.source})",
+        result_row('data', 'private full-field mammograms, 1728x1408, 16-bit', f"mini-MIAS patches {cfg.patch}px ({d.source})",
             ', '.join(f'{k} {v}' for k, v in d.sizes.items()) + '; split by woman'),
-        row('classifier', 'ImageNet VGG-11 + conv/MLP head', f"ZhouNet width {cfg.width} from scratch, {M['clf_params']:,} parameters",
+        result_row('classifier', 'ImageNet VGG-11 + conv/MLP head', f"ZhouNet width {cfg.width} from scratch, {M['clf_params']:,} parameters",
             'focal loss; input-gradient penalty ' + ('on' if cfg.clf_gp else 'off') + '; selected by validation AUC'),
-        row('test AUC (%)', None, _p(M['clf_test_auc']), 'paper: ">80% accuracy" on its own cohort (news article); bootstrap CI', ci('clf_test_auc_ci')),
-        row('test sensitivity (%)', None, _p(M['clf_sensitivity']), f"{M['clf_tp']}/{M['clf_n_pos']} at the validation threshold {M['clf_threshold']:.3f}", ci('clf_sensitivity_ci')),
-        row('test specificity (%)', None, _p(M['clf_specificity']), f"{M['clf_tn']}/{M['clf_n_neg']}", ci('clf_specificity_ci')),
-        row('independent classifier test AUC (%)', None, _p(M['clf_b_test_auc']), 'other seed, average pool, narrower head', ci('clf_b_test_auc_ci')),
+        result_row('test AUC (%)', None, _p(M['clf_test_auc']), 'paper: ">80% accuracy" on its own cohort (news article); bootstrap CI', ci('clf_test_auc_ci')),
+        result_row('test sensitivity (%)', None, _p(M['clf_sensitivity']), f"{M['clf_tp']}/{M['clf_n_pos']} at the validation threshold {M['clf_threshold']:.3f}", ci('clf_sensitivity_ci')),
+        result_row('test specificity (%)', None, _p(M['clf_specificity']), f"{M['clf_tn']}/{M['clf_n_neg']}", ci('clf_specificity_ci')),
+        result_row('independent classifier test AUC (%)', None, _p(M['clf_b_test_auc']), 'other seed, average pool, narrower head', ci('clf_b_test_auc_ci')),
     ]
     for v in VARIANTS:
         if f'{v}_flip_remove' not in M: continue
         tag = f"{ABLATION_NAMES[v]}; relative L2 of the changes {M[f'{v}_rel_l2_test']:.4f}"
         rows += [
-            row(f'lesion removed, called normal (%) [{v}]', PAPER['flip_remove_pct'], _p(M[f'{v}_flip_remove_rate']),
+            result_row(f'lesion removed, called normal (%) [{v}]', PAPER['flip_remove_pct'], _p(M[f'{v}_flip_remove_rate']),
                 f"{kn(f'{v}_flip_remove')} correctly classified test lesions; paper 42/44; {tag}", ci(f'{v}_flip_remove_ci')),
-            row(f'lesion inserted, called lesion (%) [{v}]', PAPER['flip_insert_pct'], _p(M[f'{v}_flip_insert_rate']),
+            result_row(f'lesion inserted, called lesion (%) [{v}]', PAPER['flip_insert_pct'], _p(M[f'{v}_flip_insert_rate']),
                 f"{kn(f'{v}_flip_insert')}; paper 209/319", ci(f'{v}_flip_insert_ci')),
-            row(f'fooled overall (%) [{v}]', PAPER['fooled_overall_pct'], _p(M[f'{v}_fooled_overall_rate']),
+            result_row(f'fooled overall (%) [{v}]', PAPER['fooled_overall_pct'], _p(M[f'{v}_fooled_overall_rate']),
                 f"{kn(f'{v}_fooled_overall')}; paper 251/363", ci(f'{v}_fooled_overall_ci')),
         ]
         for dr in ('insert', 'remove'):
             if f'gan_{v}_{dr}_d_real_start' in M:
                 g = lambda k: M[f'gan_{v}_{dr}_{k}']
-                rows.append(row(f'mean sigmoid D real / generated, start -> end [{v} {dr}]', None,
+                rows.append(result_row(f'mean sigmoid D real / generated, start -> end [{v} {dr}]', None,
                                 f"{g('d_real_start'):.2f} / {g('d_fake_start'):.2f} -> {g('d_real_end'):.2f} / {g('d_fake_end'):.2f}",
                                 'validation patches; start = when the generator starts training'))
         if f'{v}_remove_ssim' in M:
             rows += [
-                row(f'SSIM remove / insert [{v}]', None, f"{M[f'{v}_remove_ssim']:.3f} / {M[f'{v}_insert_ssim']:.3f}", 'mean over test patches'),
-                row(f'C2ST AUC insert (%) [{v}]', None, _p(M[f'{v}_insert_c2st_auc']), 'real vs generated lesion patches; 50 = indistinguishable', ci(f'{v}_insert_c2st_auc_ci')),
-                row(f'C2ST AUC remove (%) [{v}]', None, _p(M[f'{v}_remove_c2st_auc']), 'real vs generated normal patches', ci(f'{v}_remove_c2st_auc_ci')),
+                result_row(f'SSIM remove / insert [{v}]', None, f"{M[f'{v}_remove_ssim']:.3f} / {M[f'{v}_insert_ssim']:.3f}", 'mean over test patches'),
+                result_row(f'C2ST AUC insert (%) [{v}]', None, _p(M[f'{v}_insert_c2st_auc']), 'real vs generated lesion patches; 50 = indistinguishable', ci(f'{v}_insert_c2st_auc_ci')),
+                result_row(f'C2ST AUC remove (%) [{v}]', None, _p(M[f'{v}_remove_c2st_auc']), 'real vs generated normal patches', ci(f'{v}_remove_c2st_auc_ci')),
             ]
     if 'corrected_noise_fooled_overall' in M:
         rows += [
-            row('noise with the same relative L2, overall (%) [corrected]', None, _p(M['corrected_noise_fooled_overall_rate']),
+            result_row('noise with the same relative L2, overall (%) [corrected]', None, _p(M['corrected_noise_fooled_overall_rate']),
                 f"{kn('corrected_noise_fooled_overall')}; blur: {kn('corrected_blur_fooled_overall')}", ci('corrected_noise_fooled_overall_ci')),
-            row('transfer to the independent classifier, overall (%) [corrected]', None, _p(M['corrected_transfer_fooled_overall_rate']),
+            result_row('transfer to the independent classifier, overall (%) [corrected]', None, _p(M['corrected_transfer_fooled_overall_rate']),
                 f"{kn('corrected_transfer_fooled_overall')}; not tested in the paper", ci('corrected_transfer_fooled_overall_ci')),
         ]
     if 'c2st_positive_reject' in M:
-        rows.append(row('C2ST rejections: negative / positive control', None,
+        rows.append(result_row('C2ST rejections: negative / positive control', None,
                         f"{M['c2st_negative_reject'][0]}/{M['c2st_negative_reject'][1]} / {M['c2st_positive_reject'][0]}/{M['c2st_positive_reject'][1]}",
                         f"{M['c2st_control_n']} patches a side; positive = noise at relative L2 {cfg.size_target}"))
     S = st.seeds
@@ -1256,17 +1283,17 @@ def results_table(st: MammoStudy) -> list[dict]:
         for v in VARIANTS:
             if f'pooled_{v}_fooled_overall' not in M: continue
             k, n = M[f'pooled_{v}_fooled_overall']; lo, hi = M[f'pooled_{v}_fooled_overall_ci']
-            rows.append(row(f'fooled overall, pooled over {len(S)} seed(s) (%) [{v}]', PAPER['fooled_overall_pct'], _p(k / n) if n else None,
+            rows.append(result_row(f'fooled overall, pooled over {len(S)} seed(s) (%) [{v}]', PAPER['fooled_overall_pct'], _p(k / n) if n else None,
                             f"{k}/{n}; Wilson interval over the pooled patches", [_p(lo), _p(hi)]))
         if len(S) > 1:
             for v in VARIANTS:
                 if f'seeds_{v}_fooled_overall' not in M: continue
                 m, lo, hi = M[f'seeds_{v}_fooled_overall']
                 per = ', '.join(f'{c}' for c in S[f'{v}_fooled_overall_counts'])
-                rows.append(row(f'fooled overall, mean over {len(S)} seeds (%) [{v}]', PAPER['fooled_overall_pct'], _p(m),
+                rows.append(result_row(f'fooled overall, mean over {len(S)} seeds (%) [{v}]', PAPER['fooled_overall_pct'], _p(m),
                                 f"seeds {int(S.seed.min())}-{int(S.seed.max())}: {per}; 95% t-interval over seeds (clipped to 0-100)",
                                 [_p(max(lo, 0.)), _p(min(hi, 1.))]))
-    rows.append(row('fakes identified by readers (%)', '29-71', None, 'five radiologists in the paper; take the quiz above (SpotTheFake)'))
+    rows.append(result_row('fakes identified by readers (%)', '29-71', None, 'five radiologists in the paper; take the quiz above (SpotTheFake)'))
     return rows
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #17804dde

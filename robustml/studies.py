@@ -55,6 +55,7 @@ STUDY_LIST = ( # (study, module, depends on), in chapter order
     ('fimba', 'robustml.fimba', ()),
     ('fraud-resampling', 'robustml.fraud', ()),
     ('iris-dp', 'robustml.privacy', ()),
+    ('dpsgd-digits', 'robustml.dpsgd', ()),
 )
 
 def depends_on(name: str) -> tuple[str, ...]:

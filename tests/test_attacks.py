@@ -533,3 +533,19 @@ def test_evaluators_check_labels_and_batch_size():
     torch.manual_seed(0); a = robust_correct(model, (x, y), lambda m, a, b: fgsm(m, a, b, 0.1), batch_size=1)
     torch.manual_seed(0); b = robust_correct(model, (x, y), lambda m, a, b: fgsm(m, a, b, 0.1), batch_size=np.int64(3))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('norm', ['linf', 'l2'])
+def test_seeded_random_starts_repeat(norm):
+    "pgd and apgd take a `seed` like square: one seed gives the same examples twice, whatever the global generator did."
+    model, (x, y) = small_cnn(), synth_images(8, seed=3)
+    eps = 8 / 255 if norm == 'linf' else 0.5
+    for attack in (lambda s: pgd(model, x, y, eps, eps / 4, 3, norm=norm, seed=s),
+                   lambda s: apgd(model, x, y, eps, 5, norm=norm, seed=s)):
+        a = attack(7); torch.manual_seed(123); b = attack(7)
+        assert torch.equal(a, b)
+        assert (a - x).flatten(1).norm(p=float('inf') if norm == 'linf' else 2, dim=1).max() <= eps + 1e-5
+        assert not torch.equal(a, attack(8))                                   # another seed, another start
+    torch.manual_seed(5); g1 = pgd(model, x, y, eps, eps / 4, 3, norm=norm)    # no seed: the global generator, as before
+    torch.manual_seed(5); g2 = pgd(model, x, y, eps, eps / 4, 3, norm=norm)
+    assert torch.equal(g1, g2)

@@ -74,6 +74,8 @@ def test_doc_processors(nb, tmp_path):
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f'{nb.name}: the docs site cannot be built:\n{r.stderr[-3000:]}'
     assert (tmp_path/nb.name).exists()
+    outs = json.dumps([c.get('outputs', []) for c in json.loads((tmp_path/nb.name).read_text())['cells']])
+    assert '#LNone)' not in outs, f'{nb.name}: a show_doc source link without its line (#LNone)'
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=ids)
 def test_imports_in_their_own_cells(nb):

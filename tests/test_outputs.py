@@ -7,7 +7,7 @@ wider than the column, absolute machine paths, zero-width intervals around an es
 absolute links to the live site, lists glued to the paragraph above them, and escaped pipes in prose.
 """
 from __future__ import annotations
-import html, json, re
+import base64, html, json, re, struct
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not NOTEBOOKS, reason='needs a clone of the repo
 ids = [str(p.relative_to(NBS)) for p in NOTEBOOKS]
 
 MAX_LINE = 100   # characters of a text-output line that fit the column (monospace, the site's font size)
+MAX_FIG = 1000   # pixels of a saved figure's width: Quarto scales it to the 660-px column, so text shrinks below 2/3
 MAX_TABLE = 110  # characters of a table row (widest cell per column, plus padding) that fit the column
 SITE = 'robustml.github.io/robustml'
 
@@ -138,3 +139,17 @@ def test_the_checks_catch_what_they_are_for():
     assert [m for m in INTERVAL.findall('acc 42.0% [42.0, 42.0] and 0.0% [0.0, 0.0]') if m[0] == m[1]] == [('42.0', '42.0'), ('0.0', '0.0')]
     assert PATH.search('data: /work/shared/data/mias') and not PATH.search('see robustml/datasets/SHA256SUMS')
     assert LIST_ITEM.match('- goal') and LIST_ITEM.match('1. goal') and not LIST_ITEM.match('-1.5 is a number')
+
+
+def png_width(b64: str|list) -> int:
+    "Width in pixels of a base64 PNG (from its IHDR chunk)."
+    return struct.unpack('>I', base64.b64decode(_text(b64))[16:20])[0]
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=ids)
+def test_figures_fit_the_column(nb):
+    "A figure wider than MAX_FIG pixels is shrunk on the site until its labels cannot be read: one or two panels a row."
+    wide = [f'{nb.relative_to(NBS)} cell {i}: a figure {w} px wide (more than {MAX_FIG}): fewer panels a row or a smaller figsize'
+            for i, c in enumerate(_cells(nb)) if c['cell_type'] == 'code' and not _hidden(c)
+            for o in c.get('outputs', []) if 'image/png' in o.get('data', {})
+            for w in [png_width(o['data']['image/png'])] if w > MAX_FIG]
+    assert not wide, '\n'.join(wide)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import Results, cpu_threads, get_device, get_profile, progress, set_seed, timed, torch_threads
-from ..studies import register_study
+from ..studies import register_study, result_row
 from ..attacks import Normalize, fgsm, pgd
 from ..robust import AdvTrain, autoattack, robust_correct
 from ..stats import Trajectory, percent, time_to_target
@@ -234,7 +234,8 @@ def plot_history(runs: list, # `Run`s to draw
     "Per epoch: accuracy on the inputs trained on, validation clean accuracy and validation PGD accuracy; one colour per run."
     import matplotlib.pyplot as plt
     with plots.style():
-        fig, axs = plt.subplots(1, 3, figsize=(15, 4))
+        fig, axs = plt.subplots(2, 2, figsize=(7.6, 6.2))
+        axs, lax = axs.ravel()[:3], axs.ravel()[3]
         for r in runs:
             h = r.history
             e0 = r.offset
@@ -247,11 +248,13 @@ def plot_history(runs: list, # `Run`s to draw
             plots.line(axs[0], ep, percent(list(h.train_acc)), r.name, marker='.')
             plots.line(axs[1], ep, percent(list(val_c)), r.name, marker='.')
             if val_p is not None: plots.line(axs[2], ep, percent(list(val_p)), r.name, marker='.')
-        for ax, t in zip(axs, ('accuracy on the training inputs (adversarial ones when adversarial)', 'validation accuracy, clean',
-                               'validation accuracy, PGD-10 at 5/255 (the guard\'s attack)')):
-            ax.set_title(t, fontsize=9); ax.set_xlabel('epoch (standard pre-training counted)')
+        for ax, t in zip(axs, ('on the training inputs\n(adversarial ones when adversarial)', 'validation, clean',
+                               'validation, PGD-10 at 5/255\n(the guard\'s attack)')):
+            ax.set_title(t, fontsize=9); ax.set_xlabel('epoch (standard pre-training counted)', fontsize=9)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True)); plots.percent_axis(ax, limits=None)
-        plots.legend(axs[1], fontsize=8); fig.tight_layout()
+        h, l = axs[0].get_legend_handles_labels(); seen = dict(zip(l, h))
+        lax.axis('off'); lax.legend(seen.values(), seen.keys(), loc='center', fontsize=9, title='accuracy of')
+        fig.tight_layout()
     return fig
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #c3b1058b
@@ -674,13 +677,13 @@ def plot_curves(curves: dict):
     "Accuracy (percent) against eps (in 1/255) for FGSM and PGD-10, with bootstrap bands; one colour per run."
     import matplotlib.pyplot as plt
     with plots.style():
-        fig, axs = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        fig, axs = plt.subplots(1, 2, figsize=(7.6, 3.4), sharey=True)
         for ax, atk in zip(axs, ('fgsm', 'pgd10')):
             for k, d in curves.items():
                 df = d[atk]; e = df['eps'] * 255
                 plots.line(ax, e, 100 * df['accuracy'], k, lo=100 * df['ci_low'], hi=100 * df['ci_high'], marker='.')
             for v in (5, 8): ax.axvline(v, color='k', ls=':', lw=1)
-            ax.set_xlabel('eps (x 1/255, pixel space)'); ax.set_title('FGSM' if atk == 'fgsm' else 'PGD-10')
+            ax.set_xlabel('eps (x 1/255, pixel space)', fontsize=9); ax.set_title('FGSM' if atk == 'fgsm' else 'PGD-10')
             plots.percent_axis(ax)
         plots.legend(axs[0]); fig.tight_layout()
     return fig
@@ -722,20 +725,19 @@ def time_to_target_cifar(st: CifarStudy) -> CifarStudy:
 def results_table(st: CifarStudy) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table; accuracies in percent."
     c, R = st.cfg, st.runs
-    row = lambda q, paper, ours, note, ci=None: {'quantity': q, 'paper': paper, 'ours': ours, 'ci': ci, 'note': note}
     def acc(name, col, q, paper=None, note=''):
         s = R[name].summary
         if col not in s: return None
-        return row(q, paper, s[col], note or f'{len(R[name].ok[col]):,} test images, 95% bootstrap interval', s[col + '_ci'])
+        return result_row(q, paper, s[col], note or f'{len(R[name].ok[col]):,} test images, 95% bootstrap interval', s[col + '_ci'])
     def aa(name, e, q):
         a = R[name].autoattack.get(e)
         if a is None: return None
-        return row(q, None, a.robust_accuracy, f'{a.version} version ({", ".join(s for s, _, _ in a.stages)}), {a.n:,} test images, Wilson interval', list(a.ci))
+        return result_row(q, None, a.robust_accuracy, f'{a.version} version ({", ".join(s for s, _, _ in a.stages)}), {a.n:,} test images, Wilson interval', list(a.ci))
     b = st.best
-    out = [row('data', 'CIFAR-10, 50,000 training / 10,000 test images',
+    out = [result_row('data', 'CIFAR-10, 50,000 training / 10,000 test images',
                f"{st.data.info.sizes['train']:,} train / {st.data.info.sizes['val']:,} validation / {st.data.info.sizes['test']:,} test ({st.data.info.source})",
                f'{c.profile} profile; JPEG re-encoded copy'),
-           row('model', "the seed's CNN (64-128-256-512, 1024-512)", f"the seed's CNN at width {c.width:g}, {n_params(st.model()):,} parameters", ''),
+           result_row('model', "the seed's CNN (64-128-256-512, 1024-512)", f"the seed's CNN at width {c.width:g}, {n_params(st.model()):,} parameters", ''),
            acc('standard', 'clean', 'standard model: clean accuracy (%)', PAPER['standard_clean']),
            acc('standard', 'seed_fgsm', "standard model: under the seed's FGSM (%)", PAPER['standard_seed_fgsm']),
            acc('faithful', 'clean', 'seed adversarial training, faithful: clean (%)', PAPER['faithful_clean']),
@@ -750,14 +752,14 @@ def results_table(st: CifarStudy) -> list[dict]:
            aa(b, 5, f'best recipe ({b}): AutoAttack-style at 5/255 (%)'),
            acc(b, 'pgd20_8', f'best recipe ({b}): PGD-20 at 8/255 (%)'),
            aa(b, 8, f'best recipe ({b}): AutoAttack-style at 8/255 (%)'),
-           row('best recipe on the validation signal', None, b,
+           result_row('best recipe on the validation signal', None, b,
                f"targeted margin PGD-10 (top {c.guard_targets} classes); cross-entropy PGD-10 picks {st.best_ce}")]
     tb = st.ttt.get('both')
     if tb:
         sec = lambda s: 'never reached' if s is None else f'{s:.0f} s'
         bound = '' if not tb['bound'] else (f"; ratio {tb['bound'][0]} {tb['bound'][1]:.2f} (one run never reached the "
                                             "numbers, so its whole run bounds the ratio)")
-        out.append(row('time to the corrected recipe\'s validation numbers, best / corrected', None,
+        out.append(result_row('time to the corrected recipe\'s validation numbers, best / corrected', None,
                        None if tb['ratio'] is None else round(tb['ratio'], 3),
                        f"training time: best recipe {sec(tb['a_s'])}, corrected recipe {sec(tb['b_s'])}{bound}"))
     return [r for r in out if r is not None]
