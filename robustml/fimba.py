@@ -25,7 +25,7 @@ from .datasets import use_real
 from .datasets.expression import Expression, load_golub, load_pancan, load_tcga_breast, synthetic_expression
 from .plots import bars, legend, line, percent_axis, run_color, style
 from .stats import mean_ci, nadeau_bengio_ci, percent, wilson_ci
-from .studies import register_study
+from .studies import register_study, result_row
 from .training import fit as fit_torch, predict as predict_torch
 
 # %% auto #0
@@ -134,6 +134,8 @@ def golub_gene_names(path=None) -> dict:
     short = d['Gene Description'].astype(str).str.replace(r'\s+', ' ', regex=True).str.slice(0, 38)
     return dict(zip(d['Gene Accession Number'].astype(str), short))
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #8d382dab
+#| code-fold: true
 def golub_data() -> GeneData:
     "Golub ALL (0) / AML (1), 72 samples x 7,129 probes: floor 100, ceiling 16,000, log2 (no fitted statistic)."
     e = load_golub()
@@ -142,6 +144,8 @@ def golub_data() -> GeneData:
     return GeneData('golub', X, np.r_[e.y_train, e.y_test].astype(np.int64), genes, [names.get(g, g) for g in genes],
                     e.classes)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #f3ae5356
+#| code-fold: true
 def pooled(e: Expression, # A loaded data set (its test part may be None)
            name: str, # Name of the task
            positive: str|None=None, # Class that becomes 1 against all the others (0); None keeps every class
@@ -156,15 +160,21 @@ def pooled(e: Expression, # A loaded data set (its test part may be None)
     genes = list(e.X_train.columns)
     return GeneData(name, X, y, genes, genes, classes, e.source)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #491269d8
+#| code-fold: true
 def tcga_data() -> GeneData:
     "TCGA-breast mRNA, 220 samples x 200 genes: Basal (1) vs Her2 and LumA (0)."
     return pooled(load_tcga_breast('mrna'), 'tcga-breast', 'Basal')
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #e89c288c
+#| code-fold: true
 def pancan_data(positive: str='BRCA', # The tumour type of the positive class (one of `PANCAN_CLASSES`)
                ) -> GeneData:
     "UCI's TCGA Pan-Cancer, 801 tumours x 20,531 genes (RNA-seq, already log2-scaled): `positive` (1) vs the other four types (0)."
     return pooled(load_pancan(), 'pancan', positive)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #36e61221
+#| code-fold: true
 def synthetic_data(seed: int=0, **sizes) -> GeneData:
     "The labelled expression stand-in of `robustml.datasets.expression`, pooled."
     return pooled(synthetic_expression(seed=seed, **sizes), 'synthetic')
@@ -203,6 +213,8 @@ class FimbaStudy:
     subtypes: pd.DataFrame|None = None # the three-class extension (`fimba_subtypes`)
     timings: dict = field(default_factory=dict)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #d70943d9
+#| code-fold: true
 def fimba_setup(cfg: FimbaConfig, seed: int=0) -> FimbaStudy:
     "Load the data into a new study record."
     st = FimbaStudy(cfg, seed)
@@ -253,6 +265,8 @@ def split_indices(y: np.ndarray, # Labels
     tr, te = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed % 2**32)
     return np.sort(tr), np.sort(te)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #fe0a9d62
+#| code-fold: true
 def prepare_split(d: GeneData, # The data set
                   tr: np.ndarray, # Training rows
                   te: np.ndarray, # Test rows
@@ -266,6 +280,7 @@ def prepare_split(d: GeneData, # The data set
 def _logreg(seed: int=0) -> LogisticRegression:
     return LogisticRegression(C=1.0, max_iter=5000, random_state=seed)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #8bb0abe6
 def selection_bias(d: GeneData, # The data set
                    cfg: FimbaConfig, # Config (`cv_repeats`, `cv_folds`, `bias_genes`)
                    seed: int=0, # Seed of the folds and the permutations
@@ -285,6 +300,7 @@ def selection_bias(d: GeneData, # The data set
                                          accuracy=m.score(prep.transform(d.X[te]), y[te]), n_train=len(tr), n_test=len(te)))
     return pd.DataFrame(rows)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #0ba8bcf8
 def summarise_bias(df: pd.DataFrame) -> pd.DataFrame:
     "Mean accuracy with the Nadeau-Bengio interval per (dataset, labels, selection, where)."
     def agg(g):
@@ -328,6 +344,8 @@ def grid_shape(p: int) -> tuple[int, int]:
     h = max(1, int(math.floor(math.sqrt(p))))
     return h, math.ceil(p / h)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #5a2ec7e6
+#| code-fold: true
 class GeneCNN(nn.Module):
     "A small CNN on the gene vector reshaped to a grid: two 3x3 conv blocks, adaptive pooling, a linear head."
     def __init__(self, p: int, # Genes
@@ -346,6 +364,8 @@ class GeneCNN(nn.Module):
         x = nn.functional.pad(x[:, self.perm], (0, h * w - self.p))
         return self.body(x.view(-1, 1, h, w))
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #fc030eba
+#| code-fold: true
 def gene_mlp(p: int, hidden: int=64) -> nn.Module:
     "An MLP p -> hidden -> 2 with dropout."
     return nn.Sequential(nn.Linear(p, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, 2))
@@ -400,6 +420,8 @@ def make_model(kind: str, # One of `MODELS`
     if kind in ('mlp', 'cnn'): return TorchClassifier(kind, cfg.epochs, seed=seed, perm=perm)
     raise ValueError(f"unknown model {kind!r}: choose one of {MODELS}")
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #79a3bdbe
+#| code-fold: true
 def train_models(Xtr: np.ndarray, ytr: np.ndarray, # Leak-free training data
                  cfg: FimbaConfig, seed: int=0, # Config and seed
                 ) -> dict:
@@ -414,6 +436,7 @@ def tree_shap(model, # A fitted `XGBClassifier` or `XGBRFClassifier`
     "Exact TreeSHAP values from XGBoost (`pred_contribs=True`)."
     return model.get_booster().predict(xgb.DMatrix(np.asarray(X, dtype=np.float32)), pred_contribs=True)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #3ae978ee
 def gradient_shap(clf: TorchClassifier, # A fitted network
                   X: np.ndarray, # Samples to explain
                   background: np.ndarray, # Baseline distribution (training rows)
@@ -429,6 +452,7 @@ def gradient_shap(clf: TorchClassifier, # A fitted network
                                   n_samples=n_samples, target=0)
     return a.detach().numpy().astype(np.float64)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #f5afe911
 def importance(kind: str, model, # Model kind and the fitted model
                Xtr: np.ndarray, # Training rows (explained, and the background)
                cfg: FimbaConfig, seed: int=0,
@@ -439,6 +463,7 @@ def importance(kind: str, model, # Model kind and the fitted model
     with torch_threads(cfg.threads):
         return np.abs(gradient_shap(model, Xtr, Xtr, cfg.shap_samples, seed)).mean(0)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #69f0c9d9
 def ranking(imp: np.ndarray) -> np.ndarray:
     "Genes by decreasing importance (ties keep column order)."
     return np.argsort(-np.asarray(imp), kind='stable')
@@ -455,6 +480,8 @@ def top_genes(imp: np.ndarray, # Mean |SHAP| per kept gene
     cols = prep.keep_[r]
     return pd.DataFrame(dict(gene=[d.genes[c] for c in cols], name=[d.names[c] for c in cols], importance=imp[r]))
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #8519d17d
+#| code-fold: true
 def plot_top_genes(tables: dict, # {title: output of `top_genes`}
                   ):
     "Horizontal bars of the most important genes, one panel per table, one above the other."
@@ -553,6 +580,8 @@ def oof_predictions(kind: str, Xtr: np.ndarray, ytr: np.ndarray, # Model kind, t
             pred[b] = make_model(kind, cfg, seed).fit(Xtr[a], ytr[a]).predict(Xtr[b])
     return pred
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #e9595368
+#| code-fold: true
 def attack_pools(Xtr: np.ndarray, ytr: np.ndarray, # Training data
                  oof: np.ndarray, # Out-of-fold predictions
                 ) -> dict:
@@ -603,6 +632,8 @@ def attack_metrics(y: np.ndarray, # True classes
                 n_neg=int((y == 0).sum()), n_pos=int((y == 1).sum()), ok_neg=int(ok0.sum()), ok_pos=int(ok1.sum()),
                 flip_neg=int((ok0 & (adv == 1)).sum()), flip_pos=int((ok1 & (adv == 0)).sum()))
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #2ebb189f
+#| code-fold: true
 def k_grid(p: int, n: int, extra: tuple=()) -> np.ndarray:
     "About `n` geometric steps from 1 to `p` genes (plus `extra`), as unique integers."
     g = np.unique(np.r_[np.round(np.geomspace(1, p, n)).astype(int), [e for e in extra if e <= p]])
@@ -629,6 +660,7 @@ def nn_distance_ratio(Xadv: np.ndarray, X: np.ndarray, # Attacked and clean vers
     "Median over samples of d(attacked, nearest reference) / d(clean, nearest reference)."
     return float(np.median(cdist(Xadv, ref).min(1) / np.maximum(cdist(X, ref).min(1), 1e-12)))
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #aeef453b
 def c2st_auc(A: np.ndarray, B: np.ndarray, # Two samples of rows
              folds: int=5, seed: int=0,
              paired: bool=False, # Row i of B is a modified copy of row i of A (keep the pair in one fold)
@@ -642,6 +674,7 @@ def c2st_auc(A: np.ndarray, B: np.ndarray, # Two samples of rows
         score[b] = _logreg(seed).fit(X[a], y[a]).decision_function(X[b])
     return float(roc_auc_score(y, score))
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #e7686e98
 def pca_residual_scores(ref: np.ndarray, # Clean reference rows (training data)
                         X: np.ndarray, # Rows to score
                         q: int=5, # Principal components kept
@@ -651,6 +684,7 @@ def pca_residual_scores(ref: np.ndarray, # Clean reference rows (training data)
     Z = X - mu; V = vt[:min(q, len(vt))]
     return np.linalg.norm(Z - (Z @ V.T) @ V, axis=1)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #3e3dbec1
 def detection_auc(clean: np.ndarray, attacked: np.ndarray) -> float:
     "AUC of scores: attacked (positive) vs clean."
     return float(roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(attacked))], np.r_[clean, attacked]))
@@ -665,6 +699,8 @@ def spectra(Xte: np.ndarray, Xadv: np.ndarray) -> pd.DataFrame:
         rows += [dict(set=what, component=i + 1, share=v / max(s.sum(), 1e-300)) for i, v in enumerate(s)]
     return pd.DataFrame(rows)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #688af8c7
+#| code-fold: true
 def attack_split(d: GeneData, # The data set
                  cfg: FimbaConfig, # Config
                  seed: int, # Seed of the split, the models and the random variants
@@ -715,10 +751,14 @@ def _split_job(data: dict, cfg: FimbaConfig, item: tuple) -> dict:
     name, seed = item
     return attack_split(data[name], cfg, seed)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #91eaa5bc
+#| code-fold: true
 def _concat(parts: list) -> dict:
     "Concatenate a list of frame dictionaries key by key."
     return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #d9b67362
+#| code-fold: true
 def attack_sweep(data: dict, cfg: FimbaConfig, # Data sets and config
                  seed: int=0, # Master seed: split j of every data set uses seed + j
                 ) -> dict:
@@ -738,6 +778,8 @@ def rate_ci(values, # One rate (a fraction) per split or seed
         lo, hi = wilson_ci(int(round(np.sum(k))), int(np.sum(n)))
     return m, max(lo, 0.), min(hi, 1.)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #b5245b76
+#| code-fold: true
 def summarise_attack(att: pd.DataFrame) -> pd.DataFrame:
     "Per (dataset, model, variant, k): mean over splits with t intervals (pooled Wilson where degenerate) of accuracy, FP and FN rates and both flip rates."
     a = att.assign(fp_rate=att.fp / att.n_neg, fn_rate=att.fn / att.n_pos,
@@ -775,6 +817,8 @@ def clean_table(clean: pd.DataFrame) -> pd.DataFrame:
         return pd.Series({'accuracy %': round(100 * m, 1), 'low': round(100 * lo, 1), 'high': round(100 * hi, 1), 'splits': len(g)})
     return clean.groupby(['dataset', 'model'])[['accuracy', 'n_neg', 'n_pos']].apply(agg).astype({'splits': int})
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #aacc4536
+#| code-fold: true
 def perm_test(perm: pd.DataFrame) -> pd.DataFrame:
     "CNN accuracy on the original gene order minus the mean over shuffled orders, per split; mean with a t interval."
     rows = []
@@ -805,6 +849,8 @@ def _shared_legend(fig, axes, ncol: int=3):
     h, l = axes.flat[0].get_legend_handles_labels()
     fig.legend(h, l, loc='lower center', ncol=ncol, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0))
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #3de167d6
+#| code-fold: true
 def plot_attack_sweep(summ: pd.DataFrame, # Output of `summarise_attack`
                       model: str='xgboost', # Model shown
                       whats: tuple=('accuracy', 'fp_rate', 'fn_rate'), # Columns shown, one row of panels each
@@ -826,6 +872,8 @@ def plot_attack_sweep(summ: pd.DataFrame, # Output of `summarise_attack`
         fig.tight_layout(rect=(0, 0.09, 1, 1)); _shared_legend(fig, axes)
     return fig
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #f8f1f43c
+#| code-fold: true
 def plot_flips(summ: pd.DataFrame, # Output of `summarise_attack`
                variant: str='fimba',
               ):
@@ -896,10 +944,12 @@ def kl_normal(mu: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     "KL(N(mu, s^2) || N(0, 1)) summed over latent dimensions, per row: 1/2 sum(s^2 + mu^2 - 2 log s - 1)."
     return 0.5 * (torch.exp(2 * log_s) + mu ** 2 - 2 * log_s - 1).sum(-1)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #5c2c6ddc
 def kl_original(mu: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     "The public code's term sum(s^2 + mu^2 - log s - 1/2): KL to N(0, I/2) plus log(2)/2 per dimension."
     return (torch.exp(2 * log_s) + mu ** 2 - log_s - 0.5).sum(-1)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #70fb15a4
 class GeneVAE(nn.Module):
     "An MLP VAE with tanh layers (as the paper's), scaled down: p -> hidden -> (mu, log s) -> hidden reversed -> p."
     def __init__(self, p: int, hidden: tuple=(256, 64), latent: int=8):
@@ -942,6 +992,8 @@ def train_vae(X: np.ndarray, # Training rows, scaled to (-1, 1)
             opt.zero_grad(); loss.backward(); opt.step()
     return vae.eval()
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #a34574ef
+#| code-fold: true
 def latent_variance(vae: GeneVAE, X: np.ndarray) -> float:
     "Mean over latent dimensions of the aggregate posterior's variance (var of mu + mean of s^2); the prior has 1."
     with torch.no_grad(): mu, log_s = vae.encode(torch.as_tensor(X, dtype=torch.float32))
@@ -975,6 +1027,7 @@ def spectral_scores(R: np.ndarray, # Representations (here: scaled inputs), one 
         s[i] = (Z @ v) ** 2
     return s
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #c6b3bdaa
 def spectral_filter(scores: np.ndarray, labels: np.ndarray, # Scores and labels
                     share: float, # Share of each label to remove
                    ) -> np.ndarray: # Boolean mask of the rows kept
@@ -1014,10 +1067,14 @@ def poison_trial(d: GeneData, cfg: FimbaConfig, seed: int) -> pd.DataFrame:
                                  accuracy_defended=float((pred_f == yte).mean())))
     return pd.DataFrame(rows)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #5de78806
+#| code-fold: true
 def _poison_job(data: dict, cfg: FimbaConfig, item: tuple) -> pd.DataFrame:
     name, seed = item
     return poison_trial(data[name], cfg, seed)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #c9e0ca9f
+#| code-fold: true
 def poison_sweep(data: dict, cfg: FimbaConfig, seed: int=0) -> pd.DataFrame:
     "`cfg.poison_seeds` poisoning trials per data set."
     items = [(n, seed + j) for n in data for j in range(cfg.poison_seeds)]
@@ -1053,6 +1110,8 @@ def summarise_poison(po: pd.DataFrame) -> pd.DataFrame:
     return a.groupby(['dataset', 'model', 'rate'])[['accuracy', 'fp_rate', 'fn_rate', 'detector_auc', 'accuracy_defended', 'correct', 'n_all',
                                                  'fp', 'n_neg', 'fn', 'n_pos', 'correct_def']].apply(agg).reset_index()
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #5de6f15a
+#| code-fold: true
 def plot_poison(ps: pd.DataFrame):
     "Accuracy (and after the spectral defence), FP and FN rates vs poisoning rate, per data set, XGBoost and logistic regression."
     import matplotlib.pyplot as plt
@@ -1127,6 +1186,8 @@ def fimba_subtypes(st: FimbaStudy) -> FimbaStudy:
                                 ignore_index=True)
     return st
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #7214412d
+#| code-fold: true
 def summarise_subtypes(sub: pd.DataFrame) -> pd.DataFrame:
     "Per (variant, k): accuracy and the flipped share of correctly classified rows, mean over splits with t intervals."
     def agg(g):
@@ -1164,13 +1225,18 @@ PAPER = { # What the abstract claims (no numbers could be obtained; see STUDIES-
 }
 
 def _row(q, paper, ours, ci=None, note=''):
-    return dict(quantity=q, paper=paper, ours=ours, ci=ci, note=note)
+    "`result_row` with the interval before the note, as `_mci` returns (value, interval)."
+    return result_row(q, paper, ours, note, ci)
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #591fa913
+#| code-fold: true
 def _mci(values, k=None, n=None) -> tuple:
     "Mean and t interval (clipped to [0, 1]; pooled Wilson from counts `k`/`n` where degenerate), in percent."
     m, lo, hi = rate_ci(values, k, n)
     return percent(m, 1), [percent(lo, 1), percent(hi, 1)]
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #e0dcbc86
+#| code-fold: true
 def results_table(st: FimbaStudy) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table, rates in percent; no row has a paper number (none was published)."
     cfg, rows = st.cfg, []
@@ -1245,6 +1311,8 @@ def fimba_results(st: FimbaStudy) -> Results:
 
 FIMBA_STEPS = (fimba_bias, fimba_attacks, fimba_poison, fimba_subtypes) # the page's order
 
+# %% ../nbs/ch4_genomics/40_fimba.ipynb #430d3c5a
+#| code-fold: true
 @register_study('fimba', 'FIMBA: feature-importance attacks, VAE poisoning and spectral detectors on gene expression', paper=PAPER)
 def run_fimba(profile: str|None=None, # quick, course or paper (default: the active profile)
               seed: int=0, # Master seed
