@@ -25,7 +25,7 @@ from . import plots
 from .datasets import find, have, stratified_subset, use_real
 from .datasets.tabular import (N_TRANSACTIONS, SIMULATED, load_creditcard, load_mammography, synthetic_creditcard,
                                        synthetic_imbalanced)
-from .studies import register_study
+from .studies import register_study, result_row
 from .stats import nadeau_bengio_ci, percent, wilson_ci
 
 # %% auto #0
@@ -856,12 +856,6 @@ def plot_cost_curves(h: Holdout, # A hold-out evaluation
     ax.legend(fontsize=8)
     return ax
 
-# %% ../nbs/ch5_fraud/50_resampling.ipynb #b192a4e8
-#| code-fold: true
-def _row(q, paper, ours, note, ci=None) -> dict:
-    "One row of the shared results schema."
-    return {'quantity': q, 'paper': paper, 'ours': ours, 'ci': ci, 'note': note}
-
 # %% ../nbs/ch5_fraud/50_resampling.ipynb #98f49665
 #| code-fold: true
 def _count_ci(r: pd.Series, # A row of a `seed_protocol` table (counts tp, fp, fn, tn)
@@ -884,7 +878,7 @@ def paper_rows(st: FraudStudy, # After `reproduce_seed`
             for k, v in PAPER.items():
                 m, metric = k.split('_')
                 note = 'Wilson, at 0.5' + ('' if comparable else '; not comparable')
-                rows.append(_row(f'{d.key}, {m}: {metric} ({kind})', v, percent(r.loc[m, metric], 1), note,
+                rows.append(result_row(f'{d.key}, {m}: {metric} ({kind})', v, percent(r.loc[m, metric], 1), note,
                                  _count_ci(r.loc[m], metric)))
     return rows
 
@@ -900,10 +894,10 @@ def method_rows(d: FraudData, # A dataset
     for m in holdout.index:
         pct = lambda c: [percent(cv.loc[m, f'{c}_lo'], 1), percent(cv.loc[m, f'{c}_hi'], 1)]
         note = f"{folds} CV folds; hold-out "
-        rows += [_row(f'{d.key}, {m}: AP', None, percent(cv.loc[m, 'ap_mean'], 1), note + f"{100 * holdout.loc[m, 'ap']:.1f}", pct('ap')),
-                 _row(f'{d.key}, {m}: F1 tuned', None, percent(cv.loc[m, 'tuned_f1_mean'], 1),
+        rows += [result_row(f'{d.key}, {m}: AP', None, percent(cv.loc[m, 'ap_mean'], 1), note + f"{100 * holdout.loc[m, 'ap']:.1f}", pct('ap')),
+                 result_row(f'{d.key}, {m}: F1 tuned', None, percent(cv.loc[m, 'tuned_f1_mean'], 1),
                       note + f"{100 * holdout.loc[m, 'tuned_f1']:.1f}", pct('tuned_f1')),
-                 _row(f'{d.key}, {m}: cost per 1,000', None, round(float(cv.loc[m, 'cost_per_1000_mean']), 1),
+                 result_row(f'{d.key}, {m}: cost per 1,000', None, round(float(cv.loc[m, 'cost_per_1000_mean']), 1),
                       note + f"{holdout.loc[m, 'cost_per_1000']:.1f}",
                       [round(float(cv.loc[m, 'cost_per_1000_lo']), 1), round(float(cv.loc[m, 'cost_per_1000_hi']), 1)])]
     return rows
