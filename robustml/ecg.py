@@ -761,17 +761,13 @@ def plot_quiz(quiz: SpotTheFake, # The quiz to show
         plt.tight_layout()
     return ax
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #e624b552
-#| code-fold: true
-def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
-
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #06245932
 #| code-fold: true
 def results_table(st: ECGStudy) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table; rates and scores in percent, pooled over seeds where counted."
     M = st.metrics; P = M.get('pooled') or {}
-    pc = lambda v: None if v is None else _pct(v)
-    ci = lambda c: None if c is None else [_pct(c[0]), _pct(c[1])]
+    pc = lambda v: None if v is None else percent(v, 1)
+    ci = lambda c: None if c is None else [percent(c[0], 1), percent(c[1], 1)]
     seeds = f"{st.cfg.n_seeds} seeds pooled" if P else f"seed {st.seed}"
     def pooled(key, own, own_ci, n_key):   # the pooled count over seeds, or this seed's count when there are no other seeds
         if key in P and P[key]['rate'] is not None:
@@ -824,9 +820,9 @@ def ecg_results(st: ECGStudy) -> Results:
     P = st.metrics.get('pooled') or {}
     head = lambda k, own: P[k]['rate'] if P.get(k, {}).get('rate') is not None else st.metrics.get(own)
     f1 = head('cinc_f1', 'cinc_f1')
-    metrics.update(smooth_success_pct=_pct(head('smooth', 'smooth_success')),
-                   cp_still_adversarial_pct=None if head('cp_records', 'cp_record_rate') is None else _pct(head('cp_records', 'cp_record_rate')),
-                   authors_f1_pct=_pct(f1), winners_f1_pct=_pct(f1))  # ours beside PAPER's keys
+    metrics.update(smooth_success_pct=percent(head('smooth', 'smooth_success'), 1),
+                   cp_still_adversarial_pct=None if head('cp_records', 'cp_record_rate') is None else percent(head('cp_records', 'cp_record_rate'), 1),
+                   authors_f1_pct=percent(f1, 1), winners_f1_pct=percent(f1, 1))  # ours beside PAPER's keys
     if st.sweep is not None: metrics['eps_sweep'] = st.sweep.to_dict('records')
     return Results('ecg-smooth', st.profile, st.info, metrics=metrics, paper=dict(PAPER), config=cfg,
                    timings=dict(st.timings), table=results_table(st), seed=st.seed)

@@ -695,35 +695,33 @@ PAPER = {'nonprivate_acc_pct': 100.0, 'eps10_acc_pct': 42.0, 'eps60_acc_pct': 84
 
 # %% ../nbs/ch6_privacy/60_iris_dp.ipynb #4e72073f
 #| code-fold: true
-def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
-
 def results_table(m: dict, # Metrics of a finished run (`IrisDPStudy.metrics`), fractions
                   cfg: IrisDPConfig, # Its settings (which epsilons get a row)
                  ) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the chapter's results table, rates in percent, from the runner's metrics."
     P = PAPER; v = diffprivlib.__version__
-    ci = lambda k: None if m.get(k + '_ci') is None else [_pct(m[k + '_ci'][0]), _pct(m[k + '_ci'][1])]
+    ci = lambda k: None if m.get(k + '_ci') is None else [percent(m[k + '_ci'][0], 1), percent(m[k + '_ci'][1], 1)]
     rows = [
-        result_row('paper setting: non-private', P['nonprivate_acc_pct'], _pct(m['nonprivate_acc']), '45 test flowers', ci('nonprivate_acc')),
-        result_row(f'paper setting: eps=10, {v}', P['eps10_acc_pct'], _pct(m['eps10_acc']), 'mean over noise draws', ci('eps10_acc')),
-        result_row(f'paper setting: eps=60, {v}', P['eps60_acc_pct'], _pct(m['eps60_acc']), 'mean over noise draws', ci('eps60_acc')),
-        result_row('paper setting: eps=10, 0.6.5', P['legacy065_eps10_acc_pct'], _pct(m['legacy065_eps10_acc']), 'median over draws'),
-        result_row('eps=10, 0.6.5: one-class draws', None, _pct(m['legacy065_eps10_one_class_share']), 'share of the draws'),
-        result_row('paper setting: eps=60, 0.6.5', P['legacy065_eps60_acc_pct'], _pct(m['legacy065_eps60_acc']), 'mean over draws',
+        result_row('paper setting: non-private', P['nonprivate_acc_pct'], percent(m['nonprivate_acc'], 1), '45 test flowers', ci('nonprivate_acc')),
+        result_row(f'paper setting: eps=10, {v}', P['eps10_acc_pct'], percent(m['eps10_acc'], 1), 'mean over noise draws', ci('eps10_acc')),
+        result_row(f'paper setting: eps=60, {v}', P['eps60_acc_pct'], percent(m['eps60_acc'], 1), 'mean over noise draws', ci('eps60_acc')),
+        result_row('paper setting: eps=10, 0.6.5', P['legacy065_eps10_acc_pct'], percent(m['legacy065_eps10_acc'], 1), 'median over draws'),
+        result_row('eps=10, 0.6.5: one-class draws', None, percent(m['legacy065_eps10_one_class_share'], 1), 'share of the draws'),
+        result_row('paper setting: eps=60, 0.6.5', P['legacy065_eps60_acc_pct'], percent(m['legacy065_eps60_acc'], 1), 'mean over draws',
             ci('legacy065_eps60_acc')),
-        result_row('paper setting: all "setosa"', None, _pct(m['one_class_acc']), '19 of 45 test flowers'),
-        result_row('binary: always "not setosa"', None, _pct(m['binary_majority_acc']), 'stratified split'),
-        *[result_row(f'{t}: eps={e:g}', None, _pct(m[f'{t}_eps{e:g}_acc']), 'public scaling, trials',
+        result_row('paper setting: all "setosa"', None, percent(m['one_class_acc'], 1), '19 of 45 test flowers'),
+        result_row('binary: always "not setosa"', None, percent(m['binary_majority_acc'], 1), 'stratified split'),
+        *[result_row(f'{t}: eps={e:g}', None, percent(m[f'{t}_eps{e:g}_acc'], 1), 'public scaling, trials',
               ci(f'{t}_eps{e:g}_acc')) for t in ('binary', '3-class') for e in cfg.report_epsilons],
-        *[result_row(f'{t}: non-private', None, _pct(m[f'{t}_nonprivate_acc']), 'mean over trials') for t in ('binary', '3-class')],
-        result_row('iris: advantage, non-private', None, _pct(m['iris_attack_adv_nonprivate']),
+        *[result_row(f'{t}: non-private', None, percent(m[f'{t}_nonprivate_acc'], 1), 'mean over trials') for t in ('binary', '3-class')],
+        result_row('iris: advantage, non-private', None, percent(m['iris_attack_adv_nonprivate'], 1),
             f"{cfg.iris_attack_members} flowers per model", ci('iris_attack_adv_nonprivate')),
-        result_row('digits: advantage, non-private', None, _pct(m['attack_adv_nonprivate']), 'loss-threshold attack',
+        result_row('digits: advantage, non-private', None, percent(m['attack_adv_nonprivate'], 1), 'loss-threshold attack',
             ci('attack_adv_nonprivate')),
-        *[result_row(f'digits: advantage, eps={e:g}', None, _pct(m[f'attack_adv_eps{e:g}']),
-              f'bound tanh(eps/2) = {_pct(float(dp_advantage_bound(e)))}', ci(f'attack_adv_eps{e:g}')) for e in cfg.report_epsilons],
-        result_row('digits: accuracy, non-private', None, _pct(m['attack_acc_nonprivate']), 'mean over trials'),
-        *[result_row(f'digits: accuracy, eps={e:g}', None, _pct(m[f'attack_acc_eps{e:g}']), 'mean over trials',
+        *[result_row(f'digits: advantage, eps={e:g}', None, percent(m[f'attack_adv_eps{e:g}'], 1),
+              f'bound tanh(eps/2) = {percent(float(dp_advantage_bound(e)), 1)}', ci(f'attack_adv_eps{e:g}')) for e in cfg.report_epsilons],
+        result_row('digits: accuracy, non-private', None, percent(m['attack_acc_nonprivate'], 1), 'mean over trials'),
+        *[result_row(f'digits: accuracy, eps={e:g}', None, percent(m[f'attack_acc_eps{e:g}'], 1), 'mean over trials',
               ci(f'attack_acc_eps{e:g}')) for e in cfg.report_epsilons],
     ]
     return rows
@@ -741,7 +739,7 @@ def dp_versions() -> dict:
 def iris_dp_results(st: IrisDPStudy) -> Results:
     "The study's `Results` from a finished record: metrics, ours beside the paper's numbers in percent, the table, settings, timings."
     m = dict(st.metrics)
-    m.update({k: _pct(m[k[:-4]]) for k in PAPER})   # ours beside the paper's numbers, in percent, under the same keys
+    m.update({k: percent(m[k[:-4]], 1) for k in PAPER})   # ours beside the paper's numbers, in percent, under the same keys
     res = Results('iris-dp', st.cfg.profile, st.info, metrics=m, paper=dict(PAPER), seed=st.seed, timings=dict(st.timings),
                   table=results_table(m, st.cfg),
                   config=asdict(st.cfg) | {'attack_data': str(st.digits_info), 'dp_versions': dp_versions()})

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import Results, cpu_threads, get_device, get_profile, progress, set_seed, timed, torch_threads
+from ..core import Results, by_profile, cpu_threads, get_device, get_profile, progress, set_seed, timed, torch_threads
 from ..studies import register_study, result_row
 from ..attacks import Normalize, fgsm, pgd
 from ..robust import AdvTrain, autoattack, robust_correct
@@ -73,20 +73,20 @@ def cifar_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = 
                 ) -> CifarConfig:
     "The settings of `profile`."
     p = get_profile(profile)
-    if p == 'quick':
-        return CifarConfig(p, width=0.125, n_train=512, n_val=128, n_test=128, n_pgd=32, n_strong=16, n_curve=32,
-                           n_guard=32, n_monitor=64, batch_size=64, epochs_std=1, epochs_adv=2, step_size=1,
-                           epochs_fast=1, epochs_pgd=1, epochs_co=2, pgd_train_steps=2, restarts=2, finetune=True,
-                           lr_fast=2e-3, eps_co=16/255, n_boot=200, eps_curve=(0, 4, 8))
-    if p == 'course':
-        return CifarConfig(p, width=0.25, n_train=8000, n_val=1000, n_test=2000, n_pgd=300, n_strong=150, n_curve=200,
-                           n_guard=200, n_monitor=500, batch_size=128, epochs_std=10, epochs_adv=3, step_size=2,
-                           epochs_fast=5, epochs_pgd=3, epochs_co=8, pgd_train_steps=3, restarts=2, finetune=True,
-                           lr_fast=1e-3, eps_co=16/255, eps_curve=(0, 2, 4, 5, 6, 8, 10, 12))
-    return CifarConfig(p, width=1., n_train=49000, n_val=1000, n_test=10000, n_pgd=2000, n_strong=1000, n_curve=1000,
-                       n_guard=500, n_monitor=10000, batch_size=64, epochs_std=10, epochs_adv=10, step_size=5,
-                       epochs_fast=15, epochs_pgd=10, epochs_co=10, pgd_train_steps=7, restarts=5, finetune=False,
-                       lr_fast=2e-3, eps_co=16/255, n_boot=2000, aa_version='standard')
+    return by_profile(
+        CifarConfig(p, width=0.125, n_train=512, n_val=128, n_test=128, n_pgd=32, n_strong=16, n_curve=32,
+                    n_guard=32, n_monitor=64, batch_size=64, epochs_std=1, epochs_adv=2, step_size=1,
+                    epochs_fast=1, epochs_pgd=1, epochs_co=2, pgd_train_steps=2, restarts=2, finetune=True,
+                    lr_fast=2e-3, eps_co=16/255, n_boot=200, eps_curve=(0, 4, 8)),
+        CifarConfig(p, width=0.25, n_train=8000, n_val=1000, n_test=2000, n_pgd=300, n_strong=150, n_curve=200,
+                    n_guard=200, n_monitor=500, batch_size=128, epochs_std=10, epochs_adv=3, step_size=2,
+                    epochs_fast=5, epochs_pgd=3, epochs_co=8, pgd_train_steps=3, restarts=2, finetune=True,
+                    lr_fast=1e-3, eps_co=16/255, eps_curve=(0, 2, 4, 5, 6, 8, 10, 12)),
+        CifarConfig(p, width=1., n_train=49000, n_val=1000, n_test=10000, n_pgd=2000, n_strong=1000, n_curve=1000,
+                    n_guard=500, n_monitor=10000, batch_size=64, epochs_std=10, epochs_adv=10, step_size=5,
+                    epochs_fast=15, epochs_pgd=10, epochs_co=10, pgd_train_steps=7, restarts=5, finetune=False,
+                    lr_fast=2e-3, eps_co=16/255, n_boot=2000, aa_version='standard'),
+        profile=p)
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #00ed91f8
 #| code-fold: true
@@ -231,29 +231,35 @@ ROWS = {'standard': 'standard training (seed settings)',
 def plot_history(runs: list, # `Run`s to draw
                  epochs_std: int=0, # epochs of standard pre-training (the x axis counts them)
                 ):
-    "Per epoch: accuracy on the inputs trained on, validation clean accuracy and validation PGD accuracy; one colour per run."
+    "Per epoch: accuracy on the inputs trained on, validation clean accuracy and (for guarded runs) validation PGD accuracy; one colour per run."
     import matplotlib.pyplot as plt
+    curves = []   # (run, epochs, accuracy on the training inputs, validation clean, validation PGD or None)
+    for r in runs:
+        h, e0 = r.history, r.offset
+        if not isinstance(h, History):   # the seed's loop (`SeedHistory`, step 3) monitors more than `fit` does
+            ep = np.arange(e0 + 1, e0 + 1 + len(h.train_acc))
+            val_c, val_p = [m['val_clean'] for m in h.monitor], [m['val_pgd'] for m in h.monitor]
+        else:
+            ep, val_c = np.arange(e0 + 1, e0 + 1 + h.epochs), h.val_acc
+            val_p = r.guard.accs if r.guard is not None else None
+        curves.append((r, ep, h.train_acc, val_c, val_p))
+    watched = any(c[4] is not None for c in curves)   # a third panel only when some run has a guard
+    titles = ['on the training inputs\n(adversarial ones when adversarial)', 'validation, clean',
+              'validation, PGD-10 at 5/255\n(the guard\'s attack)'][:3 if watched else 2]
     with plots.style():
-        fig, axs = plt.subplots(2, 2, figsize=(7.6, 6.2))
-        axs, lax = axs.ravel()[:3], axs.ravel()[3]
-        for r in runs:
-            h = r.history
-            e0 = r.offset
-            if not isinstance(h, History):   # the seed's loop (`SeedHistory`, step 3) monitors more than `fit` does
-                ep = np.arange(e0 + 1, e0 + 1 + len(h.train_acc)); val_c = [m['val_clean'] for m in h.monitor]
-                val_p = [m['val_pgd'] for m in h.monitor]
-            else:
-                ep = np.arange(e0 + 1, e0 + 1 + h.epochs); val_c = h.val_acc
-                val_p = r.guard.accs if r.guard is not None else None
-            plots.line(axs[0], ep, percent(list(h.train_acc)), r.name, marker='.')
-            plots.line(axs[1], ep, percent(list(val_c)), r.name, marker='.')
-            if val_p is not None: plots.line(axs[2], ep, percent(list(val_p)), r.name, marker='.')
-        for ax, t in zip(axs, ('on the training inputs\n(adversarial ones when adversarial)', 'validation, clean',
-                               'validation, PGD-10 at 5/255\n(the guard\'s attack)')):
+        fig, grid = plt.subplots(2, 2, figsize=(7.6, 6.2)) if watched else plt.subplots(1, 2, figsize=(7.6, 3.4))
+        axs = list(grid.ravel())[:len(titles)]
+        for r, ep, tr, vc, vp in curves:
+            plots.line(axs[0], ep, percent(list(tr)), r.name, marker='.')
+            plots.line(axs[1], ep, percent(list(vc)), r.name, marker='.')
+            if watched and vp is not None: plots.line(axs[2], ep, percent(list(vp)), r.name, marker='.')
+        for ax, t in zip(axs, titles):
             ax.set_title(t, fontsize=9); ax.set_xlabel('epoch (standard pre-training counted)', fontsize=9)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True)); plots.percent_axis(ax, limits=None)
-        h, l = axs[0].get_legend_handles_labels(); seen = dict(zip(l, h))
-        lax.axis('off'); lax.legend(seen.values(), seen.keys(), loc='center', fontsize=9, title='accuracy of')
+        if watched:
+            lax = grid.ravel()[3]; h, l = axs[0].get_legend_handles_labels(); seen = dict(zip(l, h))
+            lax.axis('off'); lax.legend(seen.values(), seen.keys(), loc='center', fontsize=9, title='accuracy of')
+        else: plots.legend(axs[1], fontsize=8)
         fig.tight_layout()
     return fig
 
