@@ -29,13 +29,13 @@ from .quiz import SpotTheFake, plot_item
 
 # %% auto #0
 __all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'SMOOTH_STEPS', 'NOISE_STD', 'TARGET', 'PAPER', 'CLINICIANS',
-           'HEADLINE_STEPS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table', 'load_ecg_data', 'plot_ecgs',
-           'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths', 'ECGNet', 'random_crops',
-           'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches', 'success_mask',
+           'HEADLINE_STEPS', 'SWEEP_CHUNKS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table', 'load_ecg_data',
+           'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths', 'ECGNet',
+           'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches', 'success_mask',
            'hf_energy_fraction', 'total_variation', 'attack_ecg', 'plot_attack', 'attack_targeted_ecg',
            'collate_and_perturb', 'collate_ecg', 'autoattack_ecg', 'headline', 'seed_headline', 'pooled_rate',
-           'seeds_ecg', 'sweep_ecg', 'plot_sweep', 'clinician_tests', 'ecg_quiz', 'plot_quiz', 'results_table',
-           'ecg_results', 'verdict', 'run_ecg_smooth']
+           'seeds_ecg', 'sweep_point', 'sweep_ecg', 'plot_sweep', 'clinician_tests', 'ecg_quiz', 'plot_quiz',
+           'results_table', 'ecg_results', 'verdict', 'run_ecg_smooth']
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #2616da86
 from .plots import register_colors
@@ -88,7 +88,7 @@ class ECGConfig:
     n_synthetic: int # records of the stand-in (quick without data)
     threads: int|None # PyTorch CPU threads (None: PyTorch's default; ROBUSTML_THREADS overrides)
     n_seeds: int # seeds of the headline, pooled: seed, seed + 1, ...
-    n_jobs: int|None = None # workers of `parallel_map` over those seeds (None: joblib's setting, serial by default)
+    n_jobs: int|None = None # workers of `parallel_map` over the seeds and the sweep's tasks, each with `threads` (None: joblib's setting, serial by default)
     aa_version: str = 'course' # `robustml.robust.autoattack` version of the AutoAttack-style step ('course' or 'standard')
     n_quiz: int = 8 # items of the reader quiz (clean and smoothed-adversarial windows)
 
@@ -104,7 +104,7 @@ def ecg_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None read
                         n_synthetic=120, threads=1, n_seeds=2),
         course=ECGConfig(p, length=9000, crop=2400, width=32, dilations=(1, 2, 4, 8, 1, 2, 4, 8), epochs=20, repeat=4,
                          batch_size=32, lr=3e-3, n_attack=None, sweep_eps=(2., 5., 10., 20.), n_sweep=None,
-                         cp_records=None, cp_samples=128, n_synthetic=300, threads=1, n_seeds=3),
+                         cp_records=None, cp_samples=128, n_synthetic=300, threads=1, n_seeds=3, n_jobs=2),
         paper=ECGConfig(p, length=18000, crop=9000, width=64, dilations=(1, 2, 4, 8, 16, 1, 2, 4, 8, 16), epochs=60,
                         repeat=4, batch_size=32, lr=1e-3, n_attack=None, sweep_eps=(1., 2., 5., 10., 20., 50.),
                         n_sweep=None, cp_records=None, cp_samples=1000, n_synthetic=300, threads=None, n_seeds=5,
@@ -677,24 +677,46 @@ def seeds_ecg(st: ECGStudy) -> ECGStudy:
     return st
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #31714c31
+def sweep_point(model: nn.Module, # Classifier in raw units
+                x: Tensor, # Records (N, 1, L) the classifier gets right
+                y: Tensor, # Their labels (N,)
+                mask: Tensor, # 0/1 mask like `x` (1 = real sample)
+                eps: float, # L-inf budget (raw units); steps of eps/10, the paper's step counts
+                seed: int=0, # Seed of the attacks
+                threads: int|None=1, # PyTorch CPU threads for this task
+               ) -> tuple[np.ndarray, np.ndarray]: # flipped by PGD, flipped by the smoothed attack (bool per record)
+    "One point of the sweep: PGD, then the smoothed attack from its result, at budget `eps`; which records each flips."
+    with torch_threads(threads):
+        set_seed(seed)
+        xp, _ = attack_batches(model, x, y, mask, 'pgd', eps=eps, alpha=eps / 10, desc=f'PGD eps={eps:g}')
+        xs, _ = attack_batches(model, x, y, mask, 'smooth', eps=eps, alpha=eps / 10, init=xp, desc=f'smoothed eps={eps:g}')
+        return success_mask(model, x, y, xp)[1].numpy(), success_mask(model, x, y, xs)[1].numpy()
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #a5d84c22
+SWEEP_CHUNKS = 2 # the sweep's records are cut into this many tasks per budget, whatever the workers, so a parallel run gives the serial run's numbers
+
+def _sweep_task(task: tuple, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, seed: int, threads: int|None) -> tuple[np.ndarray, np.ndarray]:
+    "`sweep_point` for one (eps, record indices) task: only the model and the records travel to a worker."
+    e, idx = task
+    return sweep_point(model, x[idx], y[idx], mask[idx], e, seed, threads)
+
 def sweep_ecg(st: ECGStudy) -> ECGStudy:
-    "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in `cfg.sweep_eps` (steps of eps/10, the paper's step counts)."
+    "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in `cfg.sweep_eps` (steps of eps/10, the paper's step counts); the (budget, chunk) tasks run through `parallel_map`."
     import pandas as pd
     a = st.attack; n = st.cfg.n_sweep or len(a['pool'])
-    x, y, m = a['x'][:n], a['y'][:n], a['mask'][:n]
-    rows = []
+    chunks = [c for c in np.array_split(np.arange(n), SWEEP_CHUNKS) if len(c)]
+    todo = [e for e in st.cfg.sweep_eps if e != EPS]   # the main run already attacked these records with eps = EPS
     with timed(st.timings, 'eps_sweep'):
-        for e in st.cfg.sweep_eps:
-            if e == EPS:  # the main run already attacked these records with eps = EPS
-                fp, fs = a['flip_pgd'][:n], a['flip_smooth'][:n]
-            else:
-                set_seed(st.seed)
-                xp, _ = attack_batches(st.model, x, y, m, 'pgd', eps=e, alpha=e / 10, desc=f'PGD eps={e:g}')
-                xs, _ = attack_batches(st.model, x, y, m, 'smooth', eps=e, alpha=e / 10, init=xp, desc=f'smoothed eps={e:g}')
-                fp, fs = success_mask(st.model, x, y, xp)[1], success_mask(st.model, x, y, xs)[1]
-            kp, ks = int(fp.sum()), int(fs.sum())
-            rows.append({'eps_raw': e, 'eps_mV': e / GAIN, 'pgd_success': kp / len(x), 'pgd_ci': list(wilson_ci(kp, len(x))),
-                         'smooth_success': ks / len(x), 'smooth_ci': list(wilson_ci(ks, len(x))), 'records': len(x)})
+        task = partial(_sweep_task, model=st.model, x=a['x'][:n], y=a['y'][:n], mask=a['mask'][:n], seed=st.seed, threads=st.cfg.threads)
+        out = parallel_map(task, [(e, c) for e in todo for c in chunks], n_jobs=st.cfg.n_jobs, desc='eps sweep')
+    flips = {e: tuple(np.concatenate([o[j] for o in out[k * len(chunks):(k + 1) * len(chunks)]]) for j in (0, 1))
+             for k, e in enumerate(todo)}
+    flips.update({EPS: (a['flip_pgd'][:n].numpy(), a['flip_smooth'][:n].numpy())} if EPS in st.cfg.sweep_eps else {})
+    rows = []
+    for e in st.cfg.sweep_eps:
+        kp, ks = (int(f.sum()) for f in flips[e])
+        rows.append({'eps_raw': e, 'eps_mV': e / GAIN, 'pgd_success': kp / n, 'pgd_ci': list(wilson_ci(kp, n)),
+                     'smooth_success': ks / n, 'smooth_ci': list(wilson_ci(ks, n)), 'records': n})
     st.sweep = pd.DataFrame(rows)
     return st
 

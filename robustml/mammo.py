@@ -33,7 +33,7 @@ __all__ = ['PAPER', 'PAPER_COUNTS', 'LESION_KINDS', 'VARIANTS', 'ABLATION_NAMES'
            'choose_threshold', 'classifier_metrics', 'train_classifiers', 'UNet', 'Critic', 'd_loss_faithful',
            'd_loss_corrected', 'rel_l2_faithful', 'rel_l2', 'g_loss', 'GanRun', 'generate', 'variant_losses',
            'update_fid_weight', 'train_gan', 'correct_idx', 'gan_evidence', 'train_gans', 'plot_balance', 'attack_all',
-           'fooled_counts', 'same_budget', 'measure_fooled', 'plot_fooled', 'pixel_fidelity', 'embed',
+           'fooled_counts', 'same_budget', 'at_size', 'measure_fooled', 'plot_fooled', 'pixel_fidelity', 'embed',
            'frechet_distance', 'kid', 'c2st_auc', 'noise_at', 'c2st_controls', 'measure_fidelity', 'fidelity_table',
            'plot_pairs', 'mammo_headline', 'seed_headline_mammo', 'seeds_mammo', 'plot_seeds', 'quiz_sets',
            'results_table', 'mammo_results', 'run_mammo_gan']
@@ -908,10 +908,23 @@ def same_budget(x: Tensor, # Source patches
     if kind == 'blur': scale = scale.clamp(max=1.)
     return (x + scale * d).clamp(0, 1)
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #27863907
+#| code-fold: true
+def at_size(x: Tensor, # Source patches (N, 1, P, P) in [0, 1]
+            x_adv: Tensor, # Their generated versions, same shape
+            size: float, # The relative L2 (`rel_l2`) each patch's change is set to
+           ) -> Tensor:
+    "Each patch's change `x_adv - x` with its direction kept and its length set so that `rel_l2` equals `size`, clipped to [0, 1] (clipping can only shrink it); unchanged patches stay unchanged."
+    if x.shape != x_adv.shape: raise ValueError(f"at_size: x and x_adv must have the same shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}")
+    if not (isinstance(size, (int, float)) and math.isfinite(size) and size >= 0): raise ValueError(f"at_size: size must be a finite number >= 0, got {size!r}")
+    cur = rel_l2(x_adv, x).view(-1, 1, 1, 1)
+    scale = torch.where(cur > 0, (size / cur.clamp_min(1e-30)).sqrt(), torch.zeros_like(cur))  # rel_l2 grows with the square of the length
+    return (x + scale * (x_adv - x)).clamp(0, 1)
+
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #3391a223
 #| code-fold: true
 def measure_fooled(st: MammoStudy) -> None:
-    "Flips per direction among correctly classified test patches: the attacked model, the independent one, two baselines."
+    "Flips per direction among correctly classified test patches: the attacked model, the independent one, two baselines; then every step's changes rescaled to one size (the median of the steps' sizes)."
     d, M = st.data, st.metrics
     te = d.idx('test'); x, y = d.x[te], d.y[te]; yn = y.numpy()
     p_a, p_b = predict_proba(st.clf, x), predict_proba(st.clf_b, x)
@@ -924,6 +937,13 @@ def measure_fooled(st: MammoStudy) -> None:
         for kind in ('noise', 'blur'):
             res[kind + '_'] = fooled_counts(p_a, predict_proba(st.clf, same_budget(x, xa, kind, seed=st.seed)), yn, M['clf_threshold'])
         for pre, r in res.items(): M.update({f'{v}_{pre}{k}': val for k, val in r.items()})
+    done = [v for v in VARIANTS if f'{v}_rel_l2_test' in M]
+    if not done: return
+    size = M['ablation_size'] = float(np.median([M[f'{v}_rel_l2_test'] for v in done]))
+    for v in done:   # the same directions at one budget: what the recipes learnt, not how far they were allowed to go
+        xs = at_size(x, st.attacked[v], size)
+        M[f'{v}_sized_rel_l2_test'] = float(rel_l2(xs, x).mean())
+        M.update({f'{v}_sized_{k}': val for k, val in fooled_counts(p_a, predict_proba(st.clf, xs), yn, M['clf_threshold']).items()})
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #3e477dcb
 #| code-fold: true
@@ -1274,6 +1294,11 @@ def results_table(st: MammoStudy) -> list[dict]:
             result_row('transfer to the independent classifier, overall (%) [corrected]', None, _p(M['corrected_transfer_fooled_overall_rate']),
                 f"{kn('corrected_transfer_fooled_overall')}; not tested in the paper", ci('corrected_transfer_fooled_overall_ci')),
         ]
+    for v in VARIANTS:
+        if f'{v}_sized_fooled_overall' in M:
+            rows.append(result_row(f'fooled overall at one change size (%) [{v}]', None, _p(M[f'{v}_sized_fooled_overall_rate']),
+                f"{kn(f'{v}_sized_fooled_overall')}; every change rescaled to relative L2 {M['ablation_size']:.4f} (median of the steps)",
+                ci(f'{v}_sized_fooled_overall_ci')))
     if 'c2st_positive_reject' in M:
         rows.append(result_row('C2ST rejections: negative / positive control', None,
                         f"{M['c2st_negative_reject'][0]}/{M['c2st_negative_reject'][1]} / {M['c2st_positive_reject'][0]}/{M['c2st_positive_reject'][1]}",

@@ -219,6 +219,17 @@ def test_runner_json_holds_table(quick_run):
     assert Results.load(path).table == res.to_dict()['table']
 
 
+def test_sweep_gives_the_same_flips_with_one_or_two_workers(small):
+    "The sweep's tasks are cut the same way whatever the workers, so two processes give the serial numbers exactly."
+    from functools import partial
+    from robustml.core import parallel_map
+    x, m, y, model = small
+    task = partial(ecg._sweep_task, model=model, x=x[:8], y=y[:8], mask=m[:8], seed=0, threads=1)
+    tasks = [(3., c) for c in np.array_split(np.arange(8), ecg.SWEEP_CHUNKS)]
+    one, two = parallel_map(task, tasks, n_jobs=1), parallel_map(task, tasks, n_jobs=2)
+    assert all(np.array_equal(u, v) for a, b in zip(one, two) for u, v in zip(a, b))
+    assert all(a[1].dtype == bool and len(a[0]) == len(c) for a, (_, c) in zip(one, tasks))
+
 def test_targeted_attack_moves_toward_the_target(small):
     "Targeted PGD and the targeted smoothed attack raise the target class's probability, within eps and off the padding."
     x, m, y, model = small

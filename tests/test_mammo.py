@@ -152,6 +152,21 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='square'): mammo.crop_patches(np.zeros((10, 12)), np.array([[5, 5]]), 4)
 
 
+def test_at_size_sets_the_length_and_keeps_the_direction():
+    x = torch.rand(5, 1, 16, 16) * 0.5 + 0.25
+    xa = (x + 0.02 * torch.randn(5, 1, 16, 16)).clamp(0, 1); xa[0] = x[0]
+    for size in (0.0005, 0.002):   # small enough that nothing is clipped: exactly the size asked for
+        xs = mammo.at_size(x, xa, size)
+        assert torch.allclose(mammo.rel_l2(xs, x)[1:], torch.full((4,), size), rtol=1e-3)
+        assert torch.equal(xs[0], x[0])
+        cos = F.cosine_similarity((xs - x)[1:].flatten(1), (xa - x)[1:].flatten(1))
+        assert torch.allclose(cos, torch.ones(4), atol=1e-4)
+    big = mammo.at_size(x, xa, 10.)   # clipping to [0, 1] only shrinks the change
+    assert 0 <= big.min() and big.max() <= 1 and (mammo.rel_l2(big, x) <= 10. * (1 + 1e-5)).all()
+    for bad in (-0.1, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='size'): mammo.at_size(x, xa, bad)
+    with pytest.raises(ValueError, match='shape'): mammo.at_size(x, xa[:2], 0.1)
+
 def test_reproduce_quick_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv('ROBUSTML_DATA', raising=False); monkeypatch.setenv('ROBUSTML_CACHE', str(tmp_path / 'cache'))
     monkeypatch.setenv('ROBUSTML_OFFLINE', '1'); monkeypatch.setenv('ROBUSTML_PROGRESS', '0')
@@ -166,6 +181,9 @@ def test_reproduce_quick_cli(tmp_path, monkeypatch, capsys):
     rows = {r['quantity']: r for r in d['table']}
     assert all(set(r) == {'quantity', 'paper', 'ours', 'ci', 'note'} for r in d['table'])
     assert rows['fooled overall (%) [faithful]']['paper'] == 69.1
+    for v in mammo.VARIANTS:   # the ablation at one change size: every step's changes rescaled to the median size
+        assert abs(m[f'{v}_sized_rel_l2_test'] - m['ablation_size']) <= 0.05 * m['ablation_size'] + 1e-9
+        k, n = m[f'{v}_sized_fooled_overall']; assert n == m[f'{v}_fooled_overall'][1] and 0 <= k <= n
     assert 'mammo-gan' in capsys.readouterr().out
 
 
