@@ -21,7 +21,7 @@ from .studies import register_study, result_row
 from .datasets import find, use_real
 from .datasets.signals import CINC2017_CLASSES as CLASSES, FS, GAIN, ECGRecords, load_cinc2017, synthetic_ecg
 from .attacks import gaussian_kernels, pgd, smooth, smooth_pgd
-from .robust import autoattack
+from .robust import AutoAttackResult, autoattack
 from .stats import binomial_p, bootstrap_ci, bootstrap_metric, mean_ci, percent, wilson_ci
 from .training import fit, predict
 from .plots import bars, legend, line, percent_axis, run_color, style
@@ -29,10 +29,10 @@ from .quiz import SpotTheFake, plot_item
 
 # %% auto #0
 __all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'SMOOTH_STEPS', 'NOISE_STD', 'TARGET', 'PAPER', 'CLINICIANS',
-           'HEADLINE_STEPS', 'SWEEP_CHUNKS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table', 'load_ecg_data',
-           'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths', 'ECGNet',
-           'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches', 'success_mask',
-           'hf_energy_fraction', 'total_variation', 'attack_ecg', 'plot_attack', 'attack_targeted_ecg',
+           'AA_CHUNKS', 'HEADLINE_STEPS', 'SWEEP_CHUNKS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table',
+           'load_ecg_data', 'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths',
+           'ECGNet', 'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches',
+           'success_mask', 'hf_energy_fraction', 'total_variation', 'attack_ecg', 'plot_attack', 'attack_targeted_ecg',
            'collate_and_perturb', 'collate_ecg', 'autoattack_ecg', 'headline', 'seed_headline', 'pooled_rate',
            'seeds_ecg', 'sweep_point', 'sweep_ecg', 'plot_sweep', 'clinician_tests', 'ecg_quiz', 'plot_quiz',
            'results_table', 'ecg_results', 'verdict', 'run_ecg_smooth']
@@ -602,12 +602,25 @@ def collate_ecg(st: ECGStudy) -> ECGStudy:
     return st
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #33655bf6
+AA_CHUNKS = 2 # AutoAttack's records are cut into this many tasks (each seeded alike), whatever the workers: one or two workers give the same result
+
+def _aa_task(idx: np.ndarray, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, version: str, seed: int,
+             threads: int|None) -> AutoAttackResult:
+    "`autoattack` on the records `idx` (one task): only the model and those records travel to a worker."
+    with torch_threads(threads):
+        return autoattack(model, x[idx], y[idx], EPS, version=version, bounds=None, mask=mask[idx], batch_size=32,
+                          seed=seed, keep_inputs=False)
+
 def autoattack_ecg(st: ECGStudy) -> ECGStudy:
-    "The AutoAttack-style ensemble (`robustml.robust.autoattack`) on the PGD pool, same budget and mask, no smoothness constraint."
+    "The AutoAttack-style ensemble (`robustml.robust.autoattack`) on the PGD pool, same budget and mask, no smoothness constraint; the chunks run through `parallel_map`."
     a = st.attack
+    chunks = [c for c in np.array_split(np.arange(len(a['x'])), AA_CHUNKS) if len(c)]
     with timed(st.timings, 'autoattack'):
-        aa = autoattack(st.model, a['x'], a['y'], EPS, version=st.cfg.aa_version, bounds=None, mask=a['mask'],
-                        batch_size=32, seed=st.seed, keep_inputs=False)
+        task = partial(_aa_task, model=st.model, x=a['x'], y=a['y'], mask=a['mask'], version=st.cfg.aa_version,
+                       seed=st.seed, threads=st.cfg.threads)
+        parts = parallel_map(task, chunks, n_jobs=st.cfg.n_jobs, desc='AutoAttack')
+    aa = AutoAttackResult(parts[0].version, parts[0].eps, parts[0].stages, np.concatenate([r.clean for r in parts]),
+                          np.concatenate([r.broken_by for r in parts]))
     k = int((aa.broken_by != '').sum())   # every pool record is classified correctly clean, so broken = flipped
     st.autoattack = aa
     st.metrics.update({'aa_version': aa.version, 'aa_success': k / aa.n, 'aa_success_ci': list(wilson_ci(k, aa.n)),

@@ -230,6 +230,17 @@ def test_sweep_gives_the_same_flips_with_one_or_two_workers(small):
     assert all(np.array_equal(u, v) for a, b in zip(one, two) for u, v in zip(a, b))
     assert all(a[1].dtype == bool and len(a[0]) == len(c) for a, (_, c) in zip(one, tasks))
 
+def test_autoattack_chunks_give_the_same_result_with_one_or_two_workers(small):
+    "AutoAttack on fixed chunks, each seeded alike: two processes reproduce the serial run record for record."
+    from functools import partial
+    from robustml.core import parallel_map
+    x, m, y, model = small
+    task = partial(ecg._aa_task, model=model, x=x[:6], y=y[:6], mask=m[:6], version='course', seed=0, threads=1)
+    chunks = np.array_split(np.arange(6), ecg.AA_CHUNKS)
+    one, two = parallel_map(task, chunks, n_jobs=1), parallel_map(task, chunks, n_jobs=2)
+    for a, b, c in zip(one, two, chunks):
+        assert np.array_equal(a.broken_by, b.broken_by) and np.array_equal(a.clean, b.clean) and a.n == len(c)
+
 def test_targeted_attack_moves_toward_the_target(small):
     "Targeted PGD and the targeted smoothed attack raise the target class's probability, within eps and off the padding."
     x, m, y, model = small
