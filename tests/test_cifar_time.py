@@ -33,17 +33,25 @@ def test_time_to_target_gives_a_ratio_or_a_bound_never_both():
 
 
 def test_seed_recipe_profiles_follow_the_seed():
-    p = ct.seed_recipe_config('paper')
+    p = ct.time_config('paper')
     assert (p.width, p.epochs_std, p.epochs_adv, p.step_size, p.batch_size) == (1., 10, 10, 5, 64)
-    q = ct.seed_recipe_config('quick')
-    assert q.epochs_std + q.epochs_adv < p.epochs_std + p.epochs_adv
-    with pytest.raises(ValueError): ct.seed_recipe_config('huge')
+    assert p.full == cf.full_config('paper')   # the best recipe's sizes of the same profile
+    q = ct.time_config('quick')
+    assert q.epochs_std + q.epochs_adv < p.epochs_std + p.epochs_adv and q.profile == 'quick'
+    with pytest.raises(ValueError): ct.time_config('huge')
 
 
 def test_seed_recipe_validates_on_the_best_recipes_images(data_env):
-    a, b = ct.SeedRecipeFull('quick', progress_bar=False).load(), cf.CifarFull('quick', progress_bar=False).load()
+    (a, info), b = ct.load_time_data(ct.time_config('quick')), cf.CifarFull('quick', progress_bar=False).load()
     for k in ('x_train', 'y_train', 'x_val', 'y_val', 'x_test', 'y_test'):
         assert (getattr(a, k) == getattr(b, k)).all(), k
+    assert info.source == b.info.source
+
+
+def test_unknown_recipe_is_refused(data_env):
+    st = ct.time_setup(ct.time_config('quick'))
+    with pytest.raises(ValueError, match='recipe must be one of'): ct.train_recipe(st, 'bogus')
+    assert set(st.runs) == set(ct.RECIPES) and all(r.net is None for r in st.runs.values())   # nothing trained
 
 
 def test_best_record_is_read_only_when_it_matches(data_env, tmp_path, monkeypatch):
@@ -70,7 +78,7 @@ def test_runner_quick_synthetic(data_env, tmp_path, monkeypatch):
     res = study.run('quick', seed=0)
     m = res.metrics
     assert res.profile == 'quick' and res.data.source == 'synthetic' and (tmp_path/'cifar-full.json').is_file()
-    cfg = ct.seed_recipe_config('quick')
+    cfg = ct.time_config('quick')
     assert len(m['seed_recipe_trajectory']) == cfg.epochs_std + cfg.epochs_adv
     assert len(m['best_trajectory']) == cf.full_config('quick').epochs
     for k in ('clean', 'seed_fgsm', 'fgsm5', 'pgd20_5', 'fgsm8', 'pgd20_8'): assert 0 <= m[f'seed_recipe_{k}'] <= 100
