@@ -28,7 +28,7 @@ from .plots import bars, legend, line, percent_axis, run_color, style
 from .quiz import SpotTheFake, plot_item
 
 # %% auto #0
-__all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'SMOOTH_STEPS', 'NOISE_STD', 'TARGET', 'PAPER', 'CLINICIANS',
+__all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'SMOOTH_STEPS', 'NOISE_STD', 'TARGET', 'CLINICIANS', 'PAPER',
            'AA_CHUNKS', 'HEADLINE_STEPS', 'SWEEP_CHUNKS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table',
            'load_ecg_data', 'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths',
            'ECGNet', 'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches',
@@ -53,17 +53,18 @@ SMOOTH_STEPS = 40 # the paper's sign steps of ALPHA on theta, started from the P
 NOISE_STD = 5. # std (raw units) of the paper's Gaussian noise in "collate and perturb", before smoothing
 TARGET = (1, 0) # the paper's targeted case: AF (class 1) made to read as Normal (class 0)
 
+CLINICIANS = { # the reader study's counts, from which PAPER's percentages are computed: (right, judged); two clinicians, 100 pairs each
+    'smoothed, both clinicians': (124, 200), 'smoothed, clinician 1': (65, 100), 'smoothed, clinician 2': (59, 100),
+    'PGD, both clinicians': (190, 200),
+}
+
 PAPER = { # Han et al. (2020), arXiv 1905.05163 v2, in percent (see the table's notes for what each one measured)
     'smooth_success_pct': 74.0, # correctly classified test ECGs whose diagnosis the smoothed attack changes
     'cp_still_adversarial_pct': 87.6, # attacked ECGs that stay adversarial under smoothed Gaussian noise (per record)
-    'clinicians_spot_pgd_pct': 95.0, # pairs in which two clinicians told the PGD example from the original
-    'clinicians_spot_smooth_pct': 62.0, # the same for smoothed examples (chance: 50)
+    'clinicians_spot_pgd_pct': 100 * CLINICIANS['PGD, both clinicians'][0] / CLINICIANS['PGD, both clinicians'][1], # pairs in which two clinicians told the PGD example from the original
+    'clinicians_spot_smooth_pct': 100 * CLINICIANS['smoothed, both clinicians'][0] / CLINICIANS['smoothed, both clinicians'][1], # the same for smoothed examples (chance: 50)
     'authors_f1_pct': 87.0, # mean F1 (N, A, O) of the authors' model on their random 10% split (it also picked the checkpoint)
     'winners_f1_pct': 83.0, # mean F1 of the 2017 challenge winners on the hidden test set
-}
-CLINICIANS = { # the reader study's counts behind PAPER's percentages: (right, judged); two clinicians, 100 pairs each
-    'smoothed, both clinicians': (124, 200), 'smoothed, clinician 1': (65, 100), 'smoothed, clinician 2': (59, 100),
-    'PGD, both clinicians': (190, 200),
 }
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #944d773d
