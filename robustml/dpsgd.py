@@ -383,17 +383,13 @@ def plot_attack_bound(att: pd.DataFrame, # `st.frames['attack']`
 PAPER_DPSGD = {'mnist_eps0.5_acc_pct': 90.0, 'mnist_eps2_acc_pct': 95.0, 'mnist_eps8_acc_pct': 97.0, # Abadi et al. (2016), MNIST, delta = 1e-5
                'mnist_nonprivate_acc_pct': 98.3} # Their non-private baseline (same network)
 
-# %% ../nbs/ch6_privacy/61_dpsgd.ipynb #c27b2ff1
-#| code-fold: true
-def _pct(v): return percent(v, 1)  # table rates: percent, one decimal (robustml.stats)
-
 # %% ../nbs/ch6_privacy/61_dpsgd.ipynb #c606e6a7
 #| code-fold: true
 def results_table(st: DPSGDStudy) -> list[dict]:
     "Rows (quantity, paper, ours, ci, note) of the page's results table, rates in percent."
     M, cfg = st.metrics, st.cfg
-    ci = lambda k: [_pct(M[k + '_ci'][0]), _pct(M[k + '_ci'][1])]
-    row = lambda q, paper, k, note: result_row(q, paper, _pct(M[k]), note, ci(k))
+    ci = lambda k: percent(M[k + '_ci'], 1)   # table rates: percent, one decimal
+    row = lambda q, paper, k, note: result_row(q, paper, percent(M[k], 1), note, ci(k))
     pap = lambda e: PAPER_DPSGD.get(f'mnist_eps{e:g}_acc_pct')
     seeds = f"{cfg.n_seeds} seed{'s' * (cfg.n_seeds > 1)}"
     rows = [row(f'network: eps={e:g}', pap(e), f'net_eps{e:g}_acc',
@@ -403,7 +399,7 @@ def results_table(st: DPSGDStudy) -> list[dict]:
                     f'{seeds}; paper: MNIST'))
     rows += [row(f'DP logistic regr.: eps={e:g}', None, f'lr_eps{e:g}_acc', f'pure eps-DP, {seeds}') for e in cfg.epsilons]
     rows.append(row('logistic regr.: non-private', None, 'lr_nonprivate_acc', 'scikit-learn'))
-    rows += [row(f'attack: eps={e:g}', None, f'mia_eps{e:g}', f"DP bound {_pct(M[f'mia_eps{e:g}_bound'])}")
+    rows += [row(f'attack: eps={e:g}', None, f'mia_eps{e:g}', f"DP bound {percent(M[f'mia_eps{e:g}_bound'], 1)}")
              for e in cfg.epsilons]
     rows.append(row('attack: non-private', None, 'mia_nonprivate', 'membership accuracy; guessing 50'))
     return rows
@@ -415,7 +411,7 @@ def dpsgd_results(st: DPSGDStudy) -> Results:
     m = dict(st.metrics)
     for k in PAPER_DPSGD:
         src = 'net_nonprivate_acc' if 'nonprivate' in k else 'net_' + k.split('_')[1] + '_acc'
-        if src in m: m[k] = _pct(m[src])
+        if src in m: m[k] = percent(m[src], 1)
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(st.cfg).items()}
     res = Results('dpsgd-digits', st.cfg.profile, st.info, metrics=m, paper=dict(PAPER_DPSGD), seed=st.seed,
                   timings=dict(st.timings), table=results_table(st),

@@ -29,13 +29,13 @@ from .quiz import SpotTheFake, plot_item
 
 # %% auto #0
 __all__ = ['KERNEL_SIZES', 'SIGMAS', 'EPS', 'ALPHA', 'STEPS', 'SMOOTH_STEPS', 'NOISE_STD', 'TARGET', 'CLINICIANS', 'PAPER',
-           'AA_CHUNKS', 'HEADLINE_STEPS', 'SWEEP_CHUNKS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table',
-           'load_ecg_data', 'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths',
-           'ECGNet', 'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches',
-           'success_mask', 'hf_energy_fraction', 'total_variation', 'attack_ecg', 'plot_attack', 'attack_targeted_ecg',
-           'collate_and_perturb', 'collate_ecg', 'autoattack_ecg', 'headline', 'seed_headline', 'pooled_rate',
-           'seeds_ecg', 'sweep_point', 'sweep_ecg', 'plot_sweep', 'clinician_tests', 'ecg_quiz', 'plot_quiz',
-           'results_table', 'ecg_results', 'verdict', 'run_ecg_smooth']
+           'CHUNKS', 'HEADLINE_STEPS', 'ECG_STEPS', 'ECGConfig', 'ecg_config', 'settings_table', 'load_ecg_data',
+           'plot_ecgs', 'split_records', 'pad_records', 'ECGStudy', 'ecg_setup', 'valid_lengths', 'ECGNet',
+           'random_crops', 'crop_augment', 'oversample', 'cinc_scores', 'train_ecg', 'attack_batches', 'success_mask',
+           'hf_energy_fraction', 'total_variation', 'attack_ecg', 'plot_attack', 'attack_targeted_ecg',
+           'collate_and_perturb', 'collate_ecg', 'record_chunks', 'autoattack_ecg', 'headline', 'seed_headline',
+           'pooled_rate', 'seeds_ecg', 'sweep_point', 'sweep_ecg', 'plot_sweep', 'clinician_tests', 'ecg_quiz',
+           'plot_quiz', 'results_table', 'ecg_results', 'verdict', 'run_ecg_smooth']
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #2616da86
 from .plots import register_colors
@@ -602,9 +602,14 @@ def collate_ecg(st: ECGStudy) -> ECGStudy:
                        'cp_sample_ci': list(bootstrap_ci(fa, seed=st.seed))})  # resampling records: samples of one record are not independent
     return st
 
-# %% ../nbs/ch3_ecg/30_smooth.ipynb #33655bf6
-AA_CHUNKS = 2 # AutoAttack's records are cut into this many tasks (each seeded alike), whatever the workers: one or two workers give the same result
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #16cd68a0
+CHUNKS = 2 # AutoAttack's records, and each sweep budget's, are cut into this many tasks (each seeded alike) whatever the workers, so a parallel run gives the serial run's numbers
 
+def record_chunks(n: int) -> list[np.ndarray]:
+    "The fixed cut of `n` records into `CHUNKS` tasks of consecutive indices (empty ones dropped): the unit `parallel_map` runs."
+    return [c for c in np.array_split(np.arange(n), CHUNKS) if len(c)]
+
+# %% ../nbs/ch3_ecg/30_smooth.ipynb #33655bf6
 def _aa_task(idx: np.ndarray, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, version: str, seed: int,
              threads: int|None) -> AutoAttackResult:
     "`autoattack` on the records `idx` (one task): only the model and those records travel to a worker."
@@ -615,7 +620,7 @@ def _aa_task(idx: np.ndarray, model: nn.Module, x: Tensor, y: Tensor, mask: Tens
 def autoattack_ecg(st: ECGStudy) -> ECGStudy:
     "The AutoAttack-style ensemble (`robustml.robust.autoattack`) on the PGD pool, same budget and mask, no smoothness constraint; the chunks run through `parallel_map`."
     a = st.attack
-    chunks = [c for c in np.array_split(np.arange(len(a['x'])), AA_CHUNKS) if len(c)]
+    chunks = record_chunks(len(a['x']))
     with timed(st.timings, 'autoattack'):
         task = partial(_aa_task, model=st.model, x=a['x'], y=a['y'], mask=a['mask'], version=st.cfg.aa_version,
                        seed=st.seed, threads=st.cfg.threads)
@@ -707,8 +712,6 @@ def sweep_point(model: nn.Module, # Classifier in raw units
         return success_mask(model, x, y, xp)[1].numpy(), success_mask(model, x, y, xs)[1].numpy()
 
 # %% ../nbs/ch3_ecg/30_smooth.ipynb #a5d84c22
-SWEEP_CHUNKS = 2 # the sweep's records are cut into this many tasks per budget, whatever the workers, so a parallel run gives the serial run's numbers
-
 def _sweep_task(task: tuple, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, seed: int, threads: int|None) -> tuple[np.ndarray, np.ndarray]:
     "`sweep_point` for one (eps, record indices) task: only the model and the records travel to a worker."
     e, idx = task
@@ -718,7 +721,7 @@ def sweep_ecg(st: ECGStudy) -> ECGStudy:
     "Success rate of PGD and the smoothed attack, with Wilson intervals, for each eps in `cfg.sweep_eps` (steps of eps/10, the paper's step counts); the (budget, chunk) tasks run through `parallel_map`."
     import pandas as pd
     a = st.attack; n = st.cfg.n_sweep or len(a['pool'])
-    chunks = [c for c in np.array_split(np.arange(n), SWEEP_CHUNKS) if len(c)]
+    chunks = record_chunks(n)
     todo = [e for e in st.cfg.sweep_eps if e != EPS]   # the main run already attacked these records with eps = EPS
     with timed(st.timings, 'eps_sweep'):
         task = partial(_sweep_task, model=st.model, x=a['x'][:n], y=a['y'][:n], mask=a['mask'][:n], seed=st.seed, threads=st.cfg.threads)

@@ -225,7 +225,7 @@ def test_sweep_gives_the_same_flips_with_one_or_two_workers(small):
     from robustml.core import parallel_map
     x, m, y, model = small
     task = partial(ecg._sweep_task, model=model, x=x[:8], y=y[:8], mask=m[:8], seed=0, threads=1)
-    tasks = [(3., c) for c in np.array_split(np.arange(8), ecg.SWEEP_CHUNKS)]
+    tasks = [(3., c) for c in ecg.record_chunks(8)]
     one, two = parallel_map(task, tasks, n_jobs=1), parallel_map(task, tasks, n_jobs=2)
     assert all(np.array_equal(u, v) for a, b in zip(one, two) for u, v in zip(a, b))
     assert all(a[1].dtype == bool and len(a[0]) == len(c) for a, (_, c) in zip(one, tasks))
@@ -236,7 +236,7 @@ def test_autoattack_chunks_give_the_same_result_with_one_or_two_workers(small):
     from robustml.core import parallel_map
     x, m, y, model = small
     task = partial(ecg._aa_task, model=model, x=x[:6], y=y[:6], mask=m[:6], version='course', seed=0, threads=1)
-    chunks = np.array_split(np.arange(6), ecg.AA_CHUNKS)
+    chunks = ecg.record_chunks(6)
     one, two = parallel_map(task, chunks, n_jobs=1), parallel_map(task, chunks, n_jobs=2)
     for a, b, c in zip(one, two, chunks):
         assert np.array_equal(a.broken_by, b.broken_by) and np.array_equal(a.clean, b.clean) and a.n == len(c)
