@@ -6,7 +6,8 @@
 from __future__ import annotations
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..attacks import Normalize, fgsm, pgd
 from ..robust import AdvTrain, autoattack, robust_correct
 from ..stats import Trajectory, percent, time_to_target
 from .. import plots
-from ..training import History, as_input, correct, cpu_state, eval_mode, fit, model_device, random_crop_flip
+from ..training import History, as_input, correct, cpu_state, eval_mode, fit, model_device, random_crop_flip, save_state
 from .common import (CIFAR_MEAN, CIFAR_STD, SEED_EPS, EPS5, EPS8, PAPER, CifarData, load_chapter_data,
                                    RecordingGuard, pixel_model, n_params, summarise, _show)
 
@@ -30,10 +31,11 @@ __all__ = ['ROWS', 'COLUMNS', 'LABELS', 'MODERN', 'AA_RUNS', 'CIFAR_STEPS', 'Cif
            'Run', 'CifarStudy', 'cifar_setup', 'seed_cnn', 'fit_trajectory', 'train_standard', 'plot_history',
            'seed_fgsm', 'normalise', 'denormalise', 'seed_attack', 'clamp_effect', 'seed_clamp', 'clamp_standard',
            'plot_clamp', 'fgsm_attack', 'pgd_attack', 'evaluate_model', 'evaluate_run', 'attack_standard',
-           'SeedHistory', 'seed_adv_train', 'select_epoch', 'seed_monitor', 'seed_trajectory', 'train_seed_variants',
-           'evaluate_seed_variants', 'runs_frame', 'fit_adv', 'train_modern', 'evaluate_modern', 'train_overfit',
-           'evaluate_overfit', 'plot_guard', 'accuracy_curves', 'plot_curves', 'autoattack_cifar', 'evaluate_all',
-           'time_to_target_cifar', 'results_table', 'cifar_results', 'run_cifar_fgsm']
+           'SeedHistory', 'save_seed_train', 'resume_seed_train', 'seed_adv_train', 'select_epoch', 'seed_monitor',
+           'seed_trajectory', 'train_seed_variants', 'evaluate_seed_variants', 'runs_frame', 'fit_adv', 'train_modern',
+           'evaluate_modern', 'train_overfit', 'evaluate_overfit', 'plot_guard', 'accuracy_curves', 'plot_curves',
+           'autoattack_cifar', 'evaluate_all', 'time_to_target_cifar', 'results_table', 'cifar_results',
+           'run_cifar_fgsm']
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #669156b3
 #| code-fold: true
@@ -430,6 +432,34 @@ class SeedHistory:
     monitor: list = field(default_factory=list) # per-epoch dicts returned by `monitor`
     states: list = field(default_factory=list, repr=False) # per-epoch CPU state dicts
 
+# %% ../../nbs/ch1_cifar/10_fgsm.ipynb #67ed8a20
+#| code-fold: true
+def save_seed_train(path: str|Path, # The checkpoint file (written atomically)
+                    settings: dict, # The run's settings; a resume must match them
+                    model: nn.Module, opt: torch.optim.Optimizer, sched, # The model, its optimizer and scheduler
+                    gen: torch.Generator, # The batch-order generator
+                    h: SeedHistory, # The record so far
+                   ) -> Path:
+    "Everything `seed_adv_train` needs to continue after the last finished epoch: weights, optimizer, RNG states, record."
+    return save_state({'settings': settings, 'model': cpu_state(model), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
+                       'gen': gen.get_state(), 'rng': torch.get_rng_state(), 'history': asdict(h)}, path)
+
+def resume_seed_train(path: str|Path, settings: dict, model: nn.Module, opt: torch.optim.Optimizer, sched,
+                      gen: torch.Generator, h: SeedHistory,
+                     ) -> int: # The number of epochs already done (0 when `path` does not exist)
+    "Restore a `save_seed_train` checkpoint into the run's objects (`torch.load(weights_only=True)`); refuse one made with other settings."
+    path = Path(path)
+    if not path.exists(): return 0
+    ck = torch.load(path, map_location='cpu', weights_only=True)
+    if ck['settings'] != settings:
+        raise ValueError(f"checkpoint {path.name} was made with other settings: {ck['settings']} (this run: {settings}); delete it to start again")
+    model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt']); sched.load_state_dict(ck['sched'])
+    gen.set_state(ck['gen']); torch.set_rng_state(ck['rng'])
+    for k, v in ck['history'].items(): setattr(h, k, v)
+    model.eval()  # as at the end of every epoch
+    return len(h.time)
+
+
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #22b5dc9d
 #| code-fold: true
 def seed_adv_train(model: nn.Sequential, # A `pixel_model` (Normalize, net), e.g. pretrained on clean data
@@ -447,8 +477,10 @@ def seed_adv_train(model: nn.Sequential, # A `pixel_model` (Normalize, net), e.g
                    monitor: Callable|None=None, # `monitor(model) -> dict`, called after each epoch in eval mode
                    seed: int=0, # Seed for batch order
                    progress_bar: bool=True, # Show a progress bar over epochs
+                   checkpoint: str|Path|None=None, # A file to resume from (when it exists) and to save to after each epoch
                   ) -> SeedHistory:
-    "The seed's mixed clean/FGSM adversarial training, with its threat-model and mode defects as switches."
+    """The seed's mixed clean/FGSM adversarial training, with its threat-model and mode defects as switches.
+    With `checkpoint`, an interrupted run resumes after its last finished epoch and ends with the same weights."""
     if space not in ('normalised', 'pixel'): raise ValueError(f"space must be 'normalised' or 'pixel', got {space!r}")
     if not (isinstance(model, nn.Sequential) and isinstance(model[0], Normalize)):
         raise ValueError("seed_adv_train needs a pixel_model(net): nn.Sequential(Normalize, net)")
@@ -465,7 +497,11 @@ def seed_adv_train(model: nn.Sequential, # A `pixel_model` (Normalize, net), e.g
     gen = torch.Generator().manual_seed(seed)
     h = SeedHistory()
     model.train()  # once, as in the seed
-    bar = progress(range(epochs), desc=f'seed loop ({space}, mode_bug={mode_bug})') if progress_bar else range(epochs)
+    settings = dict(batch_size=batch_size, lr=lr, step_size=step_size, gamma=gamma, clean_weight=clean_weight, space=space,
+                    eps=float(eps), mode_bug=mode_bug, seed=seed, n=len(x))
+    start = resume_seed_train(checkpoint, settings, model, opt, sched, gen, h) if checkpoint is not None else 0
+    todo = range(start, epochs)
+    bar = progress(todo, desc=f'seed loop ({space}, mode_bug={mode_bug})') if progress_bar else todo
     for ep in bar:
         if not mode_bug: model.train()
         h.mode.append('train' if net.training else 'eval')
@@ -488,6 +524,7 @@ def seed_adv_train(model: nn.Sequential, # A `pixel_model` (Normalize, net), e.g
         model.eval()  # the seed's per-epoch evaluation; with mode_bug nothing switches back
         h.monitor.append(monitor(model) if monitor is not None else {})
         h.states.append(cpu_state(model))
+        if checkpoint is not None: save_seed_train(checkpoint, settings, model, opt, sched, gen, h)
     return h
 
 # %% ../../nbs/ch1_cifar/10_fgsm.ipynb #4f24d3ae

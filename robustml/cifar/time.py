@@ -7,15 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
+import hashlib, json
+
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..core import DataInfo, Results, by_profile, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
 from ..studies import register_study, result_row, results_dir
-from ..training import History, correct, fit
+from ..training import History, correct, cpu_state, fit, save_state
 from ..robust import robust_correct
-from ..datasets import use_real
+from ..datasets import cache_dir, use_real
 from .common import EPS5, PAPER, RecordingGuard, load_chapter_data, pixel_model, summarise
 from .fgsm import SeedHistory, evaluate_model, seed_adv_train, seed_attack, seed_cnn, select_epoch
 from .full import FullConfig, aa_columns, full_config, run_cifar_full
@@ -23,9 +25,10 @@ from ..stats import Trajectory, time_to_target as stats_time_to_target
 
 # %% auto #0
 __all__ = ['RECIPES', 'PAPER_TIME', 'TIME_STEPS', 'TimeConfig', 'time_config', 'load_time_data', 'RecipeRun', 'TimeStudy',
-           'time_setup', 'recipe_model', 'val_probe', 'recipe_monitor', 'recipe_trajectory', 'train_recipe',
-           'evaluate_recipe', 'time_to', 'time_to_target', 'best_recipe_record', 'time_table', 'read_best',
-           'train_recipes', 'evaluate_recipes', 'compare_times', 'time_results', 'run_cifar_time', 'plot_race']
+           'time_setup', 'recipe_model', 'val_probe', 'run_cache', 'load_kept', 'recipe_monitor', 'recipe_trajectory',
+           'train_recipe', 'evaluate_recipe', 'time_to', 'time_to_target', 'best_recipe_record', 'time_table',
+           'read_best', 'train_recipes', 'evaluate_recipes', 'compare_times', 'time_results', 'run_cifar_time',
+           'plot_race']
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #3e937f48
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class TimeConfig:
     full: FullConfig # the best recipe's sizes (`full_config` of the same profile): the same splits, guard and test images
     batch_size: int = 64 # the seed's
     channels_last: bool = True # the memory layout the best recipe also uses on a CPU (a speed setting, not a recipe change)
+    keep: bool = False # keep each phase's result in the user cache and resume from it (`paper`: hours on a CPU)
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #d6e57b6b
 def time_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
@@ -47,7 +51,7 @@ def time_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = t
     p = get_profile(profile)
     return by_profile(quick=TimeConfig(p, width=0.125, epochs_std=1, epochs_adv=2, step_size=1, full=full_config(p)),
                       course=TimeConfig(p, width=0.25, epochs_std=6, epochs_adv=4, step_size=2, full=full_config(p)),
-                      paper=TimeConfig(p, width=1., epochs_std=10, epochs_adv=10, step_size=5, full=full_config(p)),
+                      paper=TimeConfig(p, width=1., epochs_std=10, epochs_adv=10, step_size=5, full=full_config(p), keep=True),
                       profile=p)
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #fb5912df
@@ -117,6 +121,18 @@ def val_probe(st: TimeStudy) -> RecordingGuard:
     d, n = st.data, st.cfg.full.n_guard
     return RecordingGuard(d.x_val[:n], d.y_val[:n], EPS5, EPS5 / 4, steps=10, drop=1.0, seed=st.seed)
 
+# %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #a843d97c
+def run_cache(st: TimeStudy) -> Path|None:
+    """The user-cache folder of this run's kept phases (`cfg.keep`), keyed to its settings, seed, data and PyTorch version
+    so that a changed setting never resumes from another run's state; None when the profile keeps nothing."""
+    if not st.cfg.keep: return None
+    key = json.dumps([asdict(st.cfg), st.seed, st.info.name, st.info.source, st.info.sizes, st.info.notes, torch.__version__], sort_keys=True, default=str)
+    return cache_dir()/'runs'/f'cifar-time-{st.cfg.profile}-seed{st.seed}-{hashlib.sha256(key.encode()).hexdigest()[:12]}'
+
+def load_kept(path: Path|None) -> dict|None:
+    "A kept phase (`torch.load(weights_only=True)`: tensors, numbers, strings and containers only), or None."
+    return torch.load(path, map_location='cpu', weights_only=True) if path is not None and path.exists() else None
+
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #21decdf0
 def recipe_monitor(st: TimeStudy, # The study
                    recipe: str, # A key of `RECIPES`
@@ -144,19 +160,28 @@ def recipe_trajectory(run: RecipeRun) -> list[dict]:
 def train_recipe(st: TimeStudy, # The study
                  recipe: str, # A key of `RECIPES`
                 ) -> RecipeRun:
-    "Standard training, then the recipe's mixed FGSM fine-tuning; keep the epoch the recipe selects."
+    """Standard training, then the recipe's mixed FGSM fine-tuning; keep the epoch the recipe selects. With `cfg.keep` the standard
+    phase is kept (and shared by the recipes) and the fine-tuning resumes after its last finished epoch."""
     if recipe not in RECIPES: raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
-    c, d, r, run = st.cfg, st.data, RECIPES[recipe], st.runs[recipe]
+    c, d, r, run, keep = st.cfg, st.data, RECIPES[recipe], st.runs[recipe], run_cache(st)
     run.net, run.probe = recipe_model(st), val_probe(st)
-    with timed(run.timings, 'train_std_wall'):
-        run.std = fit(run.net, (d.x_train, d.y_train), (d.x_val, d.y_val), epochs=c.epochs_std, batch_size=c.batch_size,
-                      opt='adam', lr=1e-3, guard=run.probe, select=None, seed=st.seed, progress=st.progress_bar, device=st.device)
-    xt, yt = d.test(c.full.n_test)   # the standard model, as the seed reports it: clean and under its FGSM
-    run.std_ok = {'std_clean': correct(run.net, xt, yt), 'std_seed_fgsm': robust_correct(run.net, (xt, yt), seed_attack)}
+    kept = load_kept(keep/'standard.pt' if keep else None)   # both recipes start from the same standard phase
+    if kept is None:
+        with timed(run.timings, 'train_std_wall'):
+            run.std = fit(run.net, (d.x_train, d.y_train), (d.x_val, d.y_val), epochs=c.epochs_std, batch_size=c.batch_size,
+                          opt='adam', lr=1e-3, guard=run.probe, select=None, seed=st.seed, progress=st.progress_bar, device=st.device)
+        xt, yt = d.test(c.full.n_test)   # the standard model, as the seed reports it: clean and under its FGSM
+        run.std_ok = {'std_clean': correct(run.net, xt, yt), 'std_seed_fgsm': robust_correct(run.net, (xt, yt), seed_attack)}
+        if keep: save_state({'model': cpu_state(run.net), 'std': asdict(run.std), 'probe': {'accs': run.probe.accs, 'seconds': run.probe.seconds},
+                             'std_ok': run.std_ok, 'wall': run.timings['train_std_wall']}, keep/'standard.pt')
+    else:
+        run.net.load_state_dict(kept['model']); run.std, run.std_ok = History(**kept['std']), kept['std_ok']
+        run.probe.accs, run.probe.seconds, run.timings['train_std_wall'] = kept['probe']['accs'], kept['probe']['seconds'], kept['wall']
     with timed(run.timings, 'train_adv_wall'):
         run.adv = seed_adv_train(run.net, (d.x_train, d.y_train), epochs=c.epochs_adv, batch_size=c.batch_size,
                                  step_size=c.step_size, space=r['space'], mode_bug=r['mode_bug'],
-                                 monitor=recipe_monitor(st, recipe), seed=st.seed, progress_bar=st.progress_bar)
+                                 monitor=recipe_monitor(st, recipe), seed=st.seed, progress_bar=st.progress_bar,
+                                 checkpoint=keep/f'{recipe}-adversarial.pt' if keep else None)
     run.selected = select_epoch(run.adv, r['select'])
     run.net.load_state_dict(run.adv.states[run.selected]); run.net.eval()
     run.timings['train'] = round(float(recipe_trajectory(run)[-1]['train_s']), 2)
@@ -166,13 +191,21 @@ def train_recipe(st: TimeStudy, # The study
 def evaluate_recipe(st: TimeStudy, # The study, after `train_recipe(st, recipe)`
                     recipe: str, # A key of `RECIPES`
                    ) -> dict:
-    "Clean, seed FGSM, FGSM and PGD-20 at 5/255 and 8/255 of the selected epoch, AutoAttack where the profile asks, with intervals."
-    run, f = st.runs[recipe], st.cfg.full
-    with timed(run.timings, 'evaluate'):
-        run.ok = evaluate_model(run.net, st.data, f, strong=False, seed=st.seed)
+    "Clean, seed FGSM, FGSM and PGD-20 at 5/255 and 8/255 of the selected epoch, AutoAttack where the profile asks, with intervals (kept with `cfg.keep`)."
+    run, f, keep = st.runs[recipe], st.cfg.full, run_cache(st)
+    kept = load_kept(keep/f'{recipe}-evaluation.pt' if keep else None)
+    if kept is None:
+        with timed(run.timings, 'evaluate'):
+            run.ok = evaluate_model(run.net, st.data, f, strong=False, seed=st.seed)
+        if keep: save_state({'ok': run.ok, 'seconds': run.timings['evaluate']}, keep/f'{recipe}-evaluation.pt')
+    else: run.ok, run.timings['evaluate'] = kept['ok'], kept['seconds']
     if f.n_aa:
-        with timed(run.timings, 'autoattack'):
-            aa, _ = aa_columns(run.net, st.data, f, st.seed)
+        kept = load_kept(keep/f'{recipe}-autoattack.pt' if keep else None)
+        if kept is None:
+            with timed(run.timings, 'autoattack'):
+                aa, _ = aa_columns(run.net, st.data, f, st.seed)
+            if keep: save_state({'ok': aa, 'seconds': run.timings['autoattack']}, keep/f'{recipe}-autoattack.pt')
+        else: aa, run.timings['autoattack'] = kept['ok'], kept['seconds']
         run.ok.update(aa)
         for t in ('5', '8'): run.ok[f'pgd20_{t}_aa'] = run.ok[f'pgd20_{t}'][:f.n_aa]
     run.ok.update(run.std_ok)
