@@ -38,7 +38,7 @@ def test_profiles_scale_up_to_the_full_training_set():
 
 
 def test_course_profile_without_real_data_fails_clearly(data_env):
-    with pytest.raises(rdata.DataUnavailable, match='ROBUSTML_DATA'): cf.CifarFull('course').load()
+    with pytest.raises(rdata.DataUnavailable, match='ROBUSTML_DATA'): cf.load_full_data(cf.full_config('course'))
 
 
 def test_runner_quick_synthetic_is_reproducible_and_complete(data_env, tmp_path):

@@ -42,7 +42,7 @@ def test_seed_recipe_profiles_follow_the_seed():
 
 
 def test_seed_recipe_validates_on_the_best_recipes_images(data_env):
-    (a, info), b = ct.load_time_data(ct.time_config('quick')), cf.CifarFull('quick', progress_bar=False).load()
+    (a, info), b = ct.load_time_data(ct.time_config('quick')), cf.load_full_data(cf.full_config('quick'))
     for k in ('x_train', 'y_train', 'x_val', 'y_val', 'x_test', 'y_test'):
         assert (getattr(a, k) == getattr(b, k)).all(), k
     assert info.source == b.info.source

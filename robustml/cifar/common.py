@@ -4,10 +4,11 @@
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #3e12c62c
 from __future__ import annotations
-import os
+import hashlib, json, os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..core import DataInfo, set_seed
-from ..datasets import find, stratified_subset, use_real
+from ..datasets import cache_dir, find, stratified_subset, use_real
 from ..datasets.images import CIFAR10_CLASSES, load_cifar10, synthetic_images
 from ..attacks import Normalize, pgd
 from ..robust import OverfitGuard
@@ -26,7 +27,8 @@ from ..training import as_input, cpu_state
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'SEED_EPS', 'EPS5', 'EPS8', 'PAPER', 'CifarSizes', 'CifarData', 'load_chapter_data',
-           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'run_provenance', 'plot_adv_grid']
+           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'kept_folder', 'load_kept', 'run_provenance',
+           'plot_adv_grid']
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #ae82f5cb
 from ..plots import register_colors
@@ -147,6 +149,23 @@ def summarise(ok: dict, # column -> boolean tensor (from `evaluate_model`)
         lo, hi = bootstrap_ci(v, n=n_boot, seed=seed)
         r[k + '_ci'] = [round(100 * lo, 2), round(100 * hi, 2)]
     return r
+
+# %% ../../nbs/ch1_cifar/13_common.ipynb #7cdd8705
+def kept_folder(name: str, # The study, e.g. 'cifar-full'
+                profile: str, # Its profile
+                seed: int, # Its seed
+                settings: dict, # Every setting that changes its results (its config, as a dict)
+                info: DataInfo, # The data it ran on
+               ) -> Path:
+    """The user-cache folder of a run's kept phases, keyed to its settings, seed, data and PyTorch version, so that a
+    changed setting never resumes from another run's state."""
+    key = json.dumps([settings, seed, info.name, info.source, info.sizes, info.notes, torch.__version__], sort_keys=True, default=str)
+    return cache_dir()/'runs'/f'{name}-{profile}-seed{seed}-{hashlib.sha256(key.encode()).hexdigest()[:12]}'
+
+# %% ../../nbs/ch1_cifar/13_common.ipynb #4960b378
+def load_kept(path: Path|None) -> dict|None:
+    "A kept phase (`torch.load(weights_only=True)`: tensors, numbers, strings and containers only), or None."
+    return torch.load(path, map_location='cpu', weights_only=True) if path is not None and path.exists() else None
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #97d473d7
 def run_provenance(device: torch.device|str, # The device the run trained on

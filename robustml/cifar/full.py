@@ -4,24 +4,28 @@
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #3bee1286
 from __future__ import annotations
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, field
+from pathlib import Path
+
+import json
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..core import Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
+from ..core import DataInfo, Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
 from ..studies import register_study, result_row
 from ..datasets import cache_dir
 from ..robust import AdvTrain, autoattack
 from ..stats import Trajectory
-from ..training import History, fit, load_state, random_crop_flip, save_state
-from .common import EPS5, EPS8, PAPER, RecordingGuard, load_chapter_data, n_params, pixel_model, summarise
+from ..training import History, cpu_state, fit, random_crop_flip, save_state
+from .common import EPS5, EPS8, PAPER, RecordingGuard, kept_folder, load_chapter_data, load_kept, n_params, pixel_model, summarise
 from .fgsm import evaluate_model
 
 # %% auto #0
-__all__ = ['WONG2020', 'TARGET', 'PAPER_FULL', 'conv_bn', 'Residual', 'resnet9', 'FullConfig', 'full_config', 'recipe_name',
-           'aa_columns', 'CifarFull', 'full_table', 'run_cifar_full']
+__all__ = ['WONG2020', 'TARGET', 'PAPER_FULL', 'FULL_STEPS', 'conv_bn', 'Residual', 'resnet9', 'FullConfig', 'full_config',
+           'recipe_name', 'aa_columns', 'load_full_data', 'FullStudy', 'full_setup', 'full_model', 'full_cache',
+           'full_trajectory', 'train_full', 'evaluate_full', 'full_results', 'full_table', 'run_cifar_full']
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #206d8937
 #| code-fold: true
@@ -74,6 +78,7 @@ class FullConfig:
     n_aa: int = 0 # of the test images, images for the AutoAttack-style evaluation (0: skip it)
     aa_version: str = 'course' # `robustml.robust.autoattack` version: 'course' or 'standard'
     augment: bool = False # random crop + flip; the chapter's course-scale winner (`fast_fgsm`) trains without
+    keep: bool = False # keep the trained model and each evaluation in the user cache and resume from them (`paper`: hours on a CPU)
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #65c2f6e9
 def full_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
@@ -85,7 +90,8 @@ def full_config(profile: str|None=None, # 'quick', 'course' or 'paper'; None = t
     if p == 'course': return FullConfig(p, width=0.25, n_train=10000, n_val=1000, n_test=2000, n_pgd=500, n_strong=200,
                                         n_guard=200, epochs=6, batch_size=128, lr=0.1, weight_decay=5e-4, n_aa=200)
     return FullConfig(p, width=0.5, n_train=49000, n_val=1000, n_test=10000, n_pgd=2000, n_strong=500, n_guard=500,
-                      epochs=15, batch_size=256, lr=0.2, weight_decay=5e-4, n_boot=2000, n_aa=1000, aa_version='standard')
+                      epochs=15, batch_size=256, lr=0.2, weight_decay=5e-4, n_boot=2000, n_aa=1000, aa_version='standard',
+                      keep=True)
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #e54860e1
 #| code-fold: true
@@ -109,117 +115,136 @@ def aa_columns(net: nn.Module, # A pixel model in eval mode
     # worst case at 8/255 includes the 5/255 examples (inside the larger ball), as for the PGD columns
     return {'aa_5': torch.from_numpy(aa['5'].robust), 'aa_8': torch.from_numpy(aa['8'].robust & aa['5'].robust)}, aa
 
-# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #f2b0c622
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #9109ca73
 TARGET = {'clean': 78.0, 'robust_5': 48.0} # the page's target: the seed's 77.98% / 47.61%, rounded up, in percent, at eps = 5/255
 PAPER_FULL = {'clean': PAPER['faithful_clean'], 'seed_fgsm': PAPER['faithful_seed_fgsm']} # the seed's adversarially trained model, keyed like our metrics
 
-class CifarFull:
-    "Train the best recipe at one profile's scale, evaluate it, and report against the target and the paper."
-    def __init__(self,
-                 profile: str|None=None, # 'quick', 'course' or 'paper'; None = the active profile
-                 seed: int=0, # Seed for the subsets, initialisation, batch order, augmentation and attacks
-                 device: str|None=None, # None = a GPU when there is one
-                 progress_bar: bool=True, # A progress bar over epochs
-                ):
-        self.cfg, self.seed, self.device, self.bar = full_config(profile), seed, get_device(device), progress_bar
-        self.data = self.hist = self.guard = self.summary = None
-        self.timings = {}
-        self.threads = cpu_threads(self.cfg.profile)  # the package's policy, applied in a scope: `run()`, or the notebook's `set_threads`
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #b6bdc553
+def load_full_data(cfg: FullConfig, # The profile's settings (`full_config`)
+                   seed: int=0, # Seed of the subsets
+                  ):
+    "The chapter's splits at this profile's sizes (`load_chapter_data`): real CIFAR-10, or the labelled stand-in under `quick`."
+    return load_chapter_data(cfg, seed)
 
-    def model(self) -> nn.Sequential:
-        "A freshly initialised pixel model (Normalize + `resnet9`) on the run's device."
-        set_seed(self.seed)
-        m = pixel_model(resnet9(self.cfg.width)).to(self.device)
-        return m.to(memory_format=torch.channels_last) if self.device.type == 'cpu' else m
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #26a14145
+@dataclass
+class FullStudy:
+    "Everything one run of the page produces, filled step by step (`FULL_STEPS`)."
+    cfg: FullConfig # the profile's settings
+    seed: int # seed of the subsets, initialisation, batch order and attacks
+    device: torch.device # where the model trains
+    data: object # the splits (`load_full_data`)
+    info: DataInfo # where they came from
+    progress_bar: bool = False # a progress bar over epochs
+    net: nn.Module|None = None # the trained pixel model (`train_full`)
+    hist: History|None = None # its training history
+    guard: RecordingGuard|None = None # the overfitting guard, with its per-epoch PGD-10 accuracy and seconds
+    ok: dict|None = None # column -> per-image booleans (`evaluate_full`)
+    aa: dict = field(default_factory=dict) # '5', '8' -> AutoAttack's stages (`AutoAttackResult.table` as records)
+    summary: dict|None = None # column -> percent and interval
+    timings: dict = field(default_factory=dict) # seconds per step
 
-    def load(self):
-        "The chapter's splits at this profile's sizes."
-        with timed(self.timings, 'load'): self.data = load_chapter_data(self.cfg, self.seed)
-        return self.data
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #83ce7c97
+def full_setup(cfg: FullConfig, # The profile's settings (`full_config`)
+               seed: int=0, # Seed
+               device: str|None=None, # None = a GPU when there is one
+               progress_bar: bool=False, # A progress bar over epochs
+              ) -> FullStudy:
+    "Load the splits and start an empty study."
+    if not isinstance(cfg, FullConfig): raise TypeError(f"full_setup takes a FullConfig (from full_config(profile)), got {cfg!r}")
+    timings = {}
+    with timed(timings, 'load'): data = load_full_data(cfg, seed)
+    return FullStudy(cfg, seed, get_device(device), data, data.info, progress_bar, timings=timings)
 
-    def train(self) -> History:
-        "Fast FGSM training with crop + flip and a triangular cycle; the guard selects the epoch on validation PGD."
-        c, d = self.cfg, self.data
-        self.net = self.model()
-        self.guard = RecordingGuard(d.x_val[:c.n_guard], d.y_val[:c.n_guard], c.eps, c.eps / 4, steps=10, drop=0.2,
-                                    seed=self.seed)
-        aug = random_crop_flip if c.augment else None
-        with timed(self.timings, 'train_wall'):
-            self.hist = fit(self.net, (d.x_train, d.y_train), (d.x_val, d.y_val), epochs=c.epochs, batch_size=c.batch_size,
-                            opt='sgd', lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, schedule='cyclic',
-                            adv=AdvTrain('fgsm_rs', eps=c.eps), augment=aug, guard=self.guard,
-                            seed=self.seed, progress=self.bar, device=self.device)
-        self.timings['train'] = round(sum(self.hist.time) - sum(self.guard.seconds), 2)
-        return self.hist
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #d7a757fb
+def full_model(st: FullStudy) -> nn.Sequential:
+    "A freshly initialised pixel model (Normalize + `resnet9`) on the study's device, channels-last on a CPU."
+    set_seed(st.seed)
+    m = pixel_model(resnet9(st.cfg.width)).to(st.device)
+    return m.to(memory_format=torch.channels_last) if st.device.type == 'cpu' else m
 
-    @property
-    def weights_path(self):
-        "Where the trained weights of this profile and seed live: the user cache (`robustml.datasets.cache_dir`), never the repository."
-        return cache_dir()/'weights'/f'cifar-full-{self.cfg.profile}-seed{self.seed}.pt'
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #afadd00b
+def full_cache(st: FullStudy) -> Path|None:
+    "The user-cache folder of this run's kept phases (`cfg.keep`, `kept_folder`); None when the profile keeps nothing."
+    return kept_folder('cifar-full', st.cfg.profile, st.seed, asdict(st.cfg), st.info) if st.cfg.keep else None
 
-    def save_weights(self):
-        "Write the trained state dict to `weights_path` (atomically), so a later session can evaluate without retraining."
-        return save_state(self.net, self.weights_path)
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #732bd399
+def _kept(st: FullStudy, name: str) -> dict|None:
+    "A kept phase of the study, or None (`load_kept`)."
+    return load_kept(full_cache(st)/name if st.cfg.keep else None)
 
-    def load_weights(self) -> bool:
-        "Load the weights a previous run saved (`torch.load(weights_only=True)`); False when there are none."
-        if not self.weights_path.is_file(): return False
-        self.net = load_state(self.model(), self.weights_path).eval()
-        return True
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #82b3164b
+def full_trajectory(st: FullStudy) -> list[dict]:
+    "Per epoch: cumulative training seconds (guard excluded), validation clean and guard PGD-10 accuracy (percent)."
+    t = np.cumsum(np.array(st.hist.time) - np.array(st.guard.seconds))
+    return [{'epoch': i + 1, 'train_s': round(float(ti), 1), 'val_clean': round(100 * v, 2), 'val_pgd10': round(100 * r, 2)}
+            for i, (ti, v, r) in enumerate(zip(t, st.hist.val_acc, st.guard.accs))]
 
-    def evaluate(self) -> dict:
-        "Clean, seed FGSM, FGSM, PGD-20, PGD-50 with restarts and AutoAttack-style at 5/255 and 8/255, with intervals."
-        with timed(self.timings, 'evaluate'):
-            self.ok = evaluate_model(self.net, self.data, self.cfg, strong=True, seed=self.seed)
-        if self.cfg.n_aa:
-            with timed(self.timings, 'autoattack'): self.ok.update(self.autoattack())
-            for t in ('5', '8'): self.ok[f'pgd20_{t}_aa'] = self.ok[f'pgd20_{t}'][:self.cfg.n_aa]   # PGD-20 on the same images
-        self.summary = summarise(self.ok, self.cfg.n_boot, self.seed)
-        return self.summary
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #1a7ca0fd
+def train_full(st: FullStudy) -> FullStudy:
+    """Fast FGSM training with a triangular cycle (crop + flip if `cfg.augment`); the guard selects the epoch on validation
+    PGD-10. With `cfg.keep` the trained model, its history and the guard's record are kept, and read back by a later run."""
+    c, d = st.cfg, st.data
+    st.net = full_model(st)
+    st.guard = RecordingGuard(d.x_val[:c.n_guard], d.y_val[:c.n_guard], c.eps, c.eps / 4, steps=10, drop=0.2, seed=st.seed)
+    kept = _kept(st, 'train.pt')
+    if kept is None:
+        with timed(st.timings, 'train_wall'):
+            st.hist = fit(st.net, (d.x_train, d.y_train), (d.x_val, d.y_val), epochs=c.epochs, batch_size=c.batch_size,
+                          opt='sgd', lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, schedule='cyclic',
+                          adv=AdvTrain('fgsm_rs', eps=c.eps), augment=random_crop_flip if c.augment else None,
+                          guard=st.guard, seed=st.seed, progress=st.progress_bar, device=st.device)
+        if c.keep:
+            save_state({'model': cpu_state(st.net), 'hist': asdict(st.hist), 'wall': st.timings['train_wall'],
+                        'guard': {'accs': st.guard.accs, 'seconds': st.guard.seconds, 'fired': st.guard.fired}},
+                       full_cache(st)/'train.pt')
+    else:
+        st.net.load_state_dict(kept['model']); st.hist, st.timings['train_wall'] = History(**kept['hist']), kept['wall']
+        st.guard.accs, st.guard.seconds, st.guard.fired = kept['guard']['accs'], kept['guard']['seconds'], kept['guard']['fired']
+    st.net.eval()
+    st.timings['train'] = round(sum(st.hist.time) - sum(st.guard.seconds), 2)
+    return st
 
-    def autoattack(self) -> dict:
-        "Per-image robustness under `robustml.robust.autoattack` at 5/255 and 8/255 on the first `n_aa` test images."
-        ok, self.aa = aa_columns(self.net, self.data, self.cfg, self.seed)
-        return ok
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #c5fc42e1
+def evaluate_full(st: FullStudy) -> FullStudy:
+    """Clean, seed FGSM, FGSM, PGD-20, PGD-50 with restarts at 5/255 and 8/255, then AutoAttack on the first `n_aa` test
+    images with PGD-20 on the same images, with bootstrap intervals (each part kept with `cfg.keep`)."""
+    c = st.cfg
+    kept = _kept(st, 'evaluation.pt')
+    if kept is None:
+        with timed(st.timings, 'evaluate'): st.ok = evaluate_model(st.net, st.data, c, strong=True, seed=st.seed)
+        if c.keep: save_state({'ok': st.ok, 'seconds': st.timings['evaluate']}, full_cache(st)/'evaluation.pt')
+    else: st.ok, st.timings['evaluate'] = kept['ok'], kept['seconds']
+    if c.n_aa:
+        kept = _kept(st, 'autoattack.pt')
+        if kept is None:
+            with timed(st.timings, 'autoattack'): aa, res = aa_columns(st.net, st.data, c, st.seed)
+            st.aa = json.loads(json.dumps({t: a.table().to_dict('records') for t, a in res.items()}, default=float))   # as a kept run reads it
+            if c.keep: save_state({'ok': aa, 'seconds': st.timings['autoattack'], 'stages': json.dumps(st.aa)},
+                                  full_cache(st)/'autoattack.pt')
+        else: aa, st.timings['autoattack'], st.aa = kept['ok'], kept['seconds'], json.loads(kept['stages'])
+        st.ok.update(aa)
+        for t in ('5', '8'): st.ok[f'pgd20_{t}_aa'] = st.ok[f'pgd20_{t}'][:c.n_aa]   # PGD-20 on the same images
+    st.summary = summarise(st.ok, c.n_boot, st.seed)
+    return st
 
-    def trajectory(self) -> list[dict]:
-        "Per epoch: cumulative training seconds (guard excluded), validation clean and guard PGD-10 accuracy (percent)."
-        t = np.cumsum(np.array(self.hist.time) - np.array(self.guard.seconds))
-        return [{'epoch': i + 1, 'train_s': round(float(ti), 1), 'val_clean': round(100 * v, 2), 'val_pgd10': round(100 * r, 2)}
-                for i, (ti, v, r) in enumerate(zip(t, self.hist.val_acc, self.guard.accs))]
-
-    def time_to(self, clean: float=PAPER['faithful_clean'], # validation clean accuracy to reach (percent)
-                robust: float|None=None, # and validation PGD-10 accuracy (percent); None = no robust condition
-               ) -> float|None: # training seconds at the end of the first epoch that reaches it (None if never)
-        "Training time until the validation numbers first reach (`clean`, `robust`) (`robustml.stats.Trajectory.time_to`)."
-        return Trajectory(self.trajectory()).time_to(val_clean=clean, val_pgd10=robust)
-
-    def results(self) -> Results:
-        "Everything measured, as a `Results` record."
-        c, s = self.cfg, self.summary
-        m = dict(s)
-        robust = 'aa_5' if 'aa_5' in s else 'pgd20_5'   # the verdict rests on AutoAttack where it was measured
-        m.update(target_clean=TARGET['clean'], target_robust_5=TARGET['robust_5'], target_attack=robust,
-                 target_met=bool(s['clean'] >= TARGET['clean'] and s[robust] >= TARGET['robust_5']),
-                 target_met_pgd20=bool(s['clean'] >= TARGET['clean'] and s['pgd20_5'] >= TARGET['robust_5']),
-                 recipe=recipe_name(c),
-                 selected_epoch=None if self.hist.best_epoch is None else self.hist.best_epoch + 1,
-                 guard_fired=self.guard.fired, train_s=self.timings['train'], n_params=n_params(self.net),
-                 time_to_seed_clean_s=self.time_to(), time_to_seed_numbers_s=self.time_to(PAPER['faithful_clean'],
-                                                                                          PAPER['faithful_seed_fgsm']),
-                 trajectory=self.trajectory(), device=str(self.device), threads=torch.get_num_threads(),
-                 autoattack={t: a.table().to_dict('records') for t, a in getattr(self, 'aa', {}).items()})
-        return Results('cifar-full', c.profile, self.data.info, metrics=m, paper=dict(PAPER_FULL), config=asdict(c),
-                       timings=dict(self.timings), seed=self.seed, table=full_table(c, s))
-
-    def run(self, save: bool=True, # Save the trained weights in the user cache
-           ) -> Results:
-        "Load, train, save the weights, evaluate, with the profile's CPU threads."
-        with torch_threads(self.threads):
-            self.load(); self.train()
-            if save: self.save_weights()
-            self.evaluate()
-            return self.results()
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #e43f3f19
+def full_results(st: FullStudy) -> Results:
+    "The `Results` record: every column with its interval, the target's verdict (on AutoAttack where measured), the trajectory."
+    c, s, traj = st.cfg, st.summary, Trajectory(full_trajectory(st))
+    m = dict(s)
+    robust = 'aa_5' if 'aa_5' in s else 'pgd20_5'   # the verdict rests on AutoAttack where it was measured
+    m.update(target_clean=TARGET['clean'], target_robust_5=TARGET['robust_5'], target_attack=robust,
+             target_met=bool(s['clean'] >= TARGET['clean'] and s[robust] >= TARGET['robust_5']),
+             target_met_pgd20=bool(s['clean'] >= TARGET['clean'] and s['pgd20_5'] >= TARGET['robust_5']),
+             recipe=recipe_name(c), selected_epoch=None if st.hist.best_epoch is None else st.hist.best_epoch + 1,
+             guard_fired=st.guard.fired, train_s=st.timings['train'], n_params=n_params(st.net),
+             time_to_seed_clean_s=traj.time_to(val_clean=PAPER['faithful_clean']),
+             time_to_seed_numbers_s=traj.time_to(val_clean=PAPER['faithful_clean'], val_pgd10=PAPER['faithful_seed_fgsm']),
+             trajectory=full_trajectory(st), device=str(st.device), threads=torch.get_num_threads(),
+             autoattack=st.aa)
+    return Results('cifar-full', c.profile, st.info, metrics=m, paper=dict(PAPER_FULL), config=asdict(c),
+                   timings=dict(st.timings), seed=st.seed, table=full_table(c, s))
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #4ba18cf2
 #| code-fold: true
@@ -242,7 +267,10 @@ def full_table(cfg: FullConfig, # The run's settings
     return [result_row(f'{q} (%)', p, s.get(k), f'{note}; {n:,} test images', s.get(k + '_ci'))
             for q, k, p, n, note in rows if k in s]
 
-# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #1c5006a6
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #daf0542f
+FULL_STEPS = (train_full, evaluate_full) # The page's order
+
+# %% ../../nbs/ch1_cifar/11_full_scale.ipynb #fb551e7d
 #| code-fold: true
 @register_study('cifar-full', 'CIFAR-10: the best adversarial-training recipe at full scale against the seed (Verghese 2024)',
                 paper=PAPER_FULL)
@@ -251,5 +279,9 @@ def run_cifar_full(profile: str|None=None, # 'quick', 'course' or 'paper'
                    device: str|None=None, # None = a GPU when there is one
                    progress_bar: bool=False, # A progress bar over epochs
                   ) -> Results:
-    "Train and evaluate the best recipe at the profile's scale (`CifarFull.run`)."
-    return CifarFull(profile, seed, device, progress_bar).run()
+    "Train and evaluate the best recipe at the profile's scale (`FULL_STEPS`), with the profile's CPU threads."
+    cfg = full_config(profile)
+    with torch_threads(cpu_threads(cfg.profile)):
+        st = full_setup(cfg, seed, device, progress_bar)
+        for step in FULL_STEPS: step(st)
+        return full_results(st)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
-import hashlib, json
+import json
 
 import numpy as np
 import torch
@@ -18,14 +18,14 @@ from ..studies import register_study, result_row, results_dir
 from ..training import History, correct, cpu_state, fit, save_state
 from ..robust import robust_correct
 from ..datasets import cache_dir, use_real
-from .common import EPS5, PAPER, RecordingGuard, load_chapter_data, pixel_model, summarise
+from .common import EPS5, PAPER, RecordingGuard, kept_folder, load_chapter_data, load_kept, pixel_model, summarise
 from .fgsm import SeedHistory, evaluate_model, seed_adv_train, seed_attack, seed_cnn, select_epoch
 from .full import WONG2020, FullConfig, aa_columns, full_config, run_cifar_full
 from ..stats import Trajectory, time_to_target as stats_time_to_target
 
 # %% auto #0
 __all__ = ['RECIPES', 'PAPER_TIME', 'TIME_STEPS', 'TimeConfig', 'time_config', 'load_time_data', 'RecipeRun', 'TimeStudy',
-           'time_setup', 'recipe_model', 'val_probe', 'run_cache', 'load_kept', 'recipe_monitor', 'recipe_trajectory',
+           'time_setup', 'recipe_model', 'val_probe', 'run_cache', 'recipe_monitor', 'recipe_trajectory',
            'train_recipe', 'evaluate_recipe', 'time_to', 'time_to_target', 'best_recipe_record', 'time_table',
            'read_best', 'train_recipes', 'evaluate_recipes', 'best_trajectory', 'compare_times', 'time_results',
            'run_cifar_time', 'plot_race']
@@ -123,15 +123,10 @@ def val_probe(st: TimeStudy) -> RecordingGuard:
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #a843d97c
 def run_cache(st: TimeStudy) -> Path|None:
-    """The user-cache folder of this run's kept phases (`cfg.keep`), keyed to its settings, seed, data and PyTorch version
-    so that a changed setting never resumes from another run's state; None when the profile keeps nothing."""
+    "The user-cache folder of this run's kept phases (`cfg.keep`, `kept_folder`); None when the profile keeps nothing."
     if not st.cfg.keep: return None
-    key = json.dumps([asdict(st.cfg), st.seed, st.info.name, st.info.source, st.info.sizes, st.info.notes, torch.__version__], sort_keys=True, default=str)
-    return cache_dir()/'runs'/f'cifar-time-{st.cfg.profile}-seed{st.seed}-{hashlib.sha256(key.encode()).hexdigest()[:12]}'
-
-def load_kept(path: Path|None) -> dict|None:
-    "A kept phase (`torch.load(weights_only=True)`: tensors, numbers, strings and containers only), or None."
-    return torch.load(path, map_location='cpu', weights_only=True) if path is not None and path.exists() else None
+    cfg = asdict(st.cfg); cfg['full'].pop('keep')   # whether the best recipe keeps its phases changes nothing here
+    return kept_folder('cifar-time', st.cfg.profile, st.seed, cfg, st.info)
 
 # %% ../../nbs/ch1_cifar/12_time_to_target.ipynb #21decdf0
 def recipe_monitor(st: TimeStudy, # The study
