@@ -72,9 +72,6 @@ def table_width(t: list[list[str]]) -> int:
 
 BAD_CELL = re.compile(r"^(None|NaN|nan|NaT|<NA>)$|…|\.\.\.$|^\{.*\}$|^\[[^\]]*\s[^\]]*\s[^\]]*\]$|^array\(")
 INTERVAL = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
-# Tables whose cells pandas cut at 50 characters ("...") in outputs that cannot be re-run on a CPU: the full-scale page
-# was run on a GPU (paper profile); its next paper run shows the cells whole (the page sets display.max_colwidth).
-TRUNCATED_UNTIL_RERUN = {('ch1_cifar/11_full_scale.ipynb', 28)}
 PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users|private)/[\w.-]+")
 
 def _problems(nb: Path) -> list[str]:
@@ -88,8 +85,7 @@ def _problems(nb: Path) -> list[str]:
             for t in tables(text):
                 w = table_width(t)
                 if w > MAX_TABLE: out.append(f'{where}: a table {w} characters wide (more than {MAX_TABLE}): split or transpose it')
-                bad = [c for r in t for c in r if BAD_CELL.search(c)
-                       and not (c.endswith('...') and (str(nb.relative_to(NBS)), i) in TRUNCATED_UNTIL_RERUN)]
+                bad = [c for r in t for c in r if BAD_CELL.search(c)]
                 if bad: out.append(f'{where}: table cells a reader should not see: {bad[:4]}')
         plain = html.unescape(re.sub(r'<[^>]+>', ' ', text))
         if PATH.search(plain): out.append(f'{where}: an absolute machine path in an output: {PATH.search(plain).group(0)!r}')
