@@ -34,9 +34,10 @@ __all__ = ['PAPER_COUNTS', 'PAPER', 'LESION_KINDS', 'VARIANTS', 'ABLATION_NAMES'
            'd_loss_corrected', 'rel_l2_faithful', 'rel_l2', 'g_loss', 'GanRun', 'generate', 'variant_losses',
            'update_fid_weight', 'train_gan', 'correct_idx', 'gan_evidence', 'train_gans', 'plot_balance', 'attack_all',
            'fooled_counts', 'same_budget', 'at_size', 'measure_fooled', 'plot_fooled', 'pixel_fidelity', 'embed',
-           'frechet_distance', 'kid', 'c2st_auc', 'noise_at', 'c2st_controls', 'measure_fidelity', 'fidelity_table',
-           'plot_pairs', 'MaskedUNet', 'localise_gans', 'mammo_headline', 'seed_headline_mammo', 'seeds_mammo',
-           'plot_seeds', 'quiz_sets', 'results_table', 'mammo_results', 'run_mammo_gan']
+           'frechet_distance', 'kid', 'c2st_auc', 'noise_at', 'c2st_controls', 'c2st_sets', 'c2st_generators',
+           'measure_fidelity', 'fidelity_table', 'plot_pairs', 'MaskedUNet', 'localise_gans', 'mammo_headline',
+           'seed_headline_mammo', 'seeds_mammo', 'plot_seeds', 'quiz_sets', 'results_table', 'mammo_results',
+           'run_mammo_gan']
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #f6d8b5cc
 from .plots import register_colors
@@ -1078,6 +1079,28 @@ def c2st_controls(st: MammoStudy, # The study (data, config, seed)
         M[f'c2st_{name}_reject'] = [sum(ci[0] > 0.5 for _, ci in res), len(res)]
     M['c2st_control_n'] = n
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #57b7a9a8
+#| code-fold: true
+def c2st_sets(st: MammoStudy) -> tuple[Tensor, Tensor]:
+    "The C2ST's real patches: every lesion (its first crop), and as many normal patches drawn without replacement (seeded)."
+    d = st.data; rng = np.random.default_rng(st.seed)
+    les, nor = d.x[np.flatnonzero((d.y.numpy() == 1) & (d.copy == 0))], d.x[np.flatnonzero(d.y.numpy() == 0)]
+    return les, nor[rng.choice(len(nor), min(len(nor), len(les)), replace=False)]
+
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #125894a8
+#| code-fold: true
+def c2st_generators(st: MammoStudy, # A study after its generators of `variant` are trained
+                    variant: str, # The key of the generators in `st.gans` (an ablation step, or 'localised')
+                    epochs: int|None=None, # C2ST epochs; None = the profile's
+                   ) -> None:
+    "C2ST AUC with its interval per direction: generated lesions (from normals) against real lesions, generated normals against real normals."
+    les, nor = c2st_sets(st); M, cfg = st.metrics, st.cfg
+    with timed(st.timings, f'c2st_{variant}'):
+        fake_les, fake_nor = generate(st.gans[variant, 'insert'].gen, nor), generate(st.gans[variant, 'remove'].gen, les)
+        for direction, real, fake in (('insert', les, fake_les), ('remove', nor, fake_nor)):
+            a, ci = c2st_auc(real, fake, epochs or (2 if cfg.profile == 'quick' else 15), st.seed, cfg.n_boot)
+            M[f'{variant}_{direction}_c2st_auc'], M[f'{variant}_{direction}_c2st_auc_ci'] = a, ci
+
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #86894f25
 #| code-fold: true
 def measure_fidelity(st: MammoStudy, c2st_epochs: int|None=None) -> None:
@@ -1089,9 +1112,6 @@ def measure_fidelity(st: MammoStudy, c2st_epochs: int|None=None) -> None:
     nor_ref = d.x[np.r_[d.idx('val', 0), d.idx('test', 0)]]
     f_les, f_nor = embed(st.clf, les_ref), embed(st.clf, nor_ref)
     M['fd_lesion_vs_normal'] = frechet_distance(f_nor, f_les); M['kid_lesion_vs_normal'] = kid(f_nor, f_les)
-    rng = np.random.default_rng(st.seed)
-    all_les, all_nor = d.x[np.flatnonzero((d.y.numpy() == 1) & (d.copy == 0))], d.x[np.flatnonzero(d.y.numpy() == 0)]
-    nor_sample = all_nor[rng.choice(len(all_nor), min(len(all_nor), len(all_les)), replace=False)]
     for v in VARIANTS:
         if v not in st.attacked: continue
         xa = st.attacked[v]
@@ -1102,14 +1122,9 @@ def measure_fidelity(st: MammoStudy, c2st_epochs: int|None=None) -> None:
             M.update({f'{v}_{direction}_{k}': float(np.mean(val)) for k, val in f.items()})
             fake_f = embed(st.clf, xa[mt]); ref = f_les if direction == 'insert' else f_nor
             M[f'{v}_{direction}_fd'] = frechet_distance(fake_f, ref); M[f'{v}_{direction}_kid'] = kid(fake_f, ref)
-        with timed(st.timings, f'c2st_{v}'):
-            fake_les = generate(st.gans[v, 'insert'].gen, nor_sample); fake_nor = generate(st.gans[v, 'remove'].gen, all_les)
-            ep = c2st_epochs or (2 if cfg.profile == 'quick' else 15)
-            for direction, real, fake in (('insert', all_les, fake_les), ('remove', nor_sample, fake_nor)):
-                a, ci = c2st_auc(real, fake, ep, st.seed, cfg.n_boot)
-                M[f'{v}_{direction}_c2st_auc'], M[f'{v}_{direction}_c2st_auc_ci'] = a, ci
-    M['c2st_n'] = len(all_les)
-    with timed(st.timings, 'c2st_controls'): c2st_controls(st, len(all_les), c2st_epochs or (2 if cfg.profile == 'quick' else 15))
+        c2st_generators(st, v, c2st_epochs)
+    n = M['c2st_n'] = len(c2st_sets(st)[0])
+    with timed(st.timings, 'c2st_controls'): c2st_controls(st, n, c2st_epochs or (2 if cfg.profile == 'quick' else 15))
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #5d726ecd
 #| code-fold: true
@@ -1179,7 +1194,7 @@ class MaskedUNet(nn.Module):
 #| code-fold: true
 def localise_gans(st: MammoStudy) -> None:
     """Both directions with a `MaskedUNet` generator and the last step's losses; fooled counts as trained and at the
-    ablation's common size (`measure_fooled`), and where the change lands (`pixel_fidelity`)."""
+    ablation's common size (`measure_fooled`), where the change lands (`pixel_fidelity`), and the C2ST."""
     d, M, cfg, thr = st.data, st.metrics, st.cfg, st.metrics['clf_threshold']
     for direction, src_lab in (('insert', 0), ('remove', 1)):
         src, real = d.x[d.idx('train', src_lab)], d.x[d.idx('train', 1 - src_lab)]
@@ -1201,6 +1216,7 @@ def localise_gans(st: MammoStudy) -> None:
         mt = torch.from_numpy(m)
         f = st.fid['localised', direction] = pixel_fidelity(x[mt], xa[mt], centre, radius)
         M.update({f'localised_{direction}_{k}': float(np.mean(val)) for k, val in f.items()})
+    c2st_generators(st, 'localised')
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #5d183825
 #| code-fold: true

@@ -184,6 +184,9 @@ def test_reproduce_quick_cli(tmp_path, monkeypatch, capsys):
     for v in mammo.VARIANTS:   # the ablation at one change size: every step's changes rescaled to the median size
         assert abs(m[f'{v}_sized_rel_l2_test'] - m['ablation_size']) <= 0.05 * m['ablation_size'] + 1e-9
         k, n = m[f'{v}_sized_fooled_overall']; assert n == m[f'{v}_fooled_overall'][1] and 0 <= k <= n
+    # the masked generators go through the same count, on the same correctly classified test patches
+    assert m['localised_fooled_overall'][1] == m['corrected_fooled_overall'][1] and 0 <= m['localised_remove_in_disk'] <= 1
+    assert 'localised generators, fooled overall (%)' in rows
     assert 'mammo-gan' in capsys.readouterr().out
 
 
@@ -248,3 +251,18 @@ def test_c2st_positive_and_negative_controls():
     auc_neg, ci_neg = mammo.c2st_auc(a, b, epochs=8, seed=0, n_boot=200)
     assert ci_pos[0] > 0.5 and auc_pos > 0.8
     assert ci_neg[0] <= 0.5 <= ci_neg[1] or auc_neg < 0.65
+
+
+def test_masked_generator_changes_only_its_disk():
+    "MaskedUNet: exactly the input outside the disk, the U-Net's output at the centre, values in [0, 1], gradients to the U-Net."
+    torch.manual_seed(0)
+    g = mammo.MaskedUNet((4, 8), radius=6., soft=1.)
+    x = torch.rand(2, 1, 32, 32)
+    y = g(x)
+    m = g.mask(32, 32)
+    assert m[16, 16] == 1 and m[0, 0] == 0 and ((m > 0) & (m < 1)).any()       # centred, with a soft edge
+    assert torch.equal(y[..., m == 0], x[..., m == 0])                           # outside: unchanged, exactly
+    assert torch.allclose(y[..., 16, 16], g.unet(x)[..., 16, 16])                # centre: the U-Net's output
+    assert 0 <= y.min() and y.max() <= 1
+    y.sum().backward()
+    assert all(p.grad is not None for p in g.unet.parameters())
