@@ -32,12 +32,12 @@ __all__ = ['PAPER_COUNTS', 'PAPER', 'LESION_KINDS', 'VARIANTS', 'ABLATION_NAMES'
            'ZhouNet', 'focal_loss', 'input_grad_penalty', 'augment_patches', 'predict_proba', 'train_classifier',
            'choose_threshold', 'classifier_metrics', 'train_classifiers', 'UNet', 'Critic', 'd_loss_faithful',
            'd_loss_corrected', 'rel_l2_faithful', 'rel_l2', 'g_loss', 'GanRun', 'generate', 'variant_losses',
-           'update_fid_weight', 'train_gan', 'correct_idx', 'gan_evidence', 'train_gans', 'plot_balance', 'attack_all',
-           'fooled_counts', 'same_budget', 'at_size', 'measure_fooled', 'plot_fooled', 'pixel_fidelity', 'embed',
-           'frechet_distance', 'kid', 'c2st_auc', 'noise_at', 'c2st_controls', 'c2st_sets', 'c2st_generators',
-           'measure_fidelity', 'fidelity_table', 'plot_pairs', 'MaskedUNet', 'localise_gans', 'mammo_headline',
-           'seed_headline_mammo', 'seeds_mammo', 'plot_seeds', 'quiz_sets', 'results_table', 'mammo_results',
-           'run_mammo_gan']
+           'update_fid_weight', 'train_gan', 'correct_idx', 'gan_evidence', 'train_pair', 'train_gans', 'plot_balance',
+           'attack_all', 'fooled_counts', 'same_budget', 'at_size', 'measure_fooled', 'plot_fooled', 'pixel_fidelity',
+           'embed', 'frechet_distance', 'kid', 'c2st_auc', 'noise_at', 'c2st_controls', 'c2st_sets', 'c2st_generators',
+           'fidelity_in_disk', 'measure_fidelity', 'fidelity_table', 'plot_pairs', 'MaskedUNet', 'localise_gans',
+           'mammo_headline', 'seed_headline_mammo', 'seeds_mammo', 'plot_seeds', 'quiz_sets', 'results_table',
+           'mammo_results', 'run_mammo_gan']
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #f6d8b5cc
 from .plots import register_colors
@@ -798,20 +798,29 @@ def gan_evidence(run: GanRun, # A trained GAN
                g_adv_first=q(ga, slice(0, max(1, len(ga) // 10))), g_adv_last=q(ga, slice(-max(1, len(ga) // 10), None)))
     return out
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #82cee5e5
+#| code-fold: true
+def train_pair(st: MammoStudy, # The study, after `train_classifiers`
+               key: str, # Where the pair goes: `st.gans[key, direction]`, metrics `gan_{key}_{direction}_*`
+               variant: str, # Its losses (one of `VARIANTS`)
+               localised: bool=False, # Masked generators (`MaskedUNet`)
+              ) -> None:
+    "Train the insert and the remove GAN of one recipe (`train_gan`) on the training split, checked on validation patches the classifier gets right."
+    d, thr = st.data, st.metrics['clf_threshold']
+    for direction, src_lab in (('insert', 0), ('remove', 1)):
+        src, real = d.x[d.idx('train', src_lab)], d.x[d.idx('train', 1 - src_lab)]
+        vs = d.x[d.idx('val', src_lab)]; vs = vs[correct_idx(st.clf, vs, src_lab, thr)]
+        with timed(st.timings, f'gan_{key}_{direction}'):
+            st.gans[key, direction] = run = train_gan(st.clf, src, real, st.cfg, direction, variant, vs, d.x[d.idx('val', 1 - src_lab)], thr,
+                                                      st.seed + (0 if direction == 'insert' else 1), localised=localised)
+        st.metrics[f'gan_{key}_{direction}_patches_per_s'] = run.patches_per_s
+        st.metrics.update({f'gan_{key}_{direction}_{k}': val for k, val in gan_evidence(run, st.cfg).items()})
+
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #43cc14ed
 #| code-fold: true
 def train_gans(st: MammoStudy, variants: Sequence[str]=VARIANTS) -> None:
     "Both generators for each ablation step, discriminators initialised from the attacked classifier; the balance in numbers."
-    d, thr = st.data, st.metrics['clf_threshold']
-    for v in variants:
-        for direction, src_lab in (('insert', 0), ('remove', 1)):
-            src, real = d.x[d.idx('train', src_lab)], d.x[d.idx('train', 1 - src_lab)]
-            vs = d.x[d.idx('val', src_lab)]; vs = vs[correct_idx(st.clf, vs, src_lab, thr)]
-            with timed(st.timings, f'gan_{v}_{direction}'):
-                st.gans[v, direction] = run = train_gan(st.clf, src, real, st.cfg, direction, v, vs, d.x[d.idx('val', 1 - src_lab)], thr,
-                                                        st.seed + (0 if direction == 'insert' else 1))
-            st.metrics[f'gan_{v}_{direction}_patches_per_s'] = run.patches_per_s
-            st.metrics.update({f'gan_{v}_{direction}_{k}': val for k, val in gan_evidence(run, st.cfg).items()})
+    for v in variants: train_pair(st, v, v)
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #da0f5a86
 #| code-fold: true
@@ -1101,26 +1110,37 @@ def c2st_generators(st: MammoStudy, # A study after its generators of `variant` 
             a, ci = c2st_auc(real, fake, epochs or (2 if cfg.profile == 'quick' else 15), st.seed, cfg.n_boot)
             M[f'{variant}_{direction}_c2st_auc'], M[f'{variant}_{direction}_c2st_auc_ci'] = a, ci
 
+# %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #2c7ff722
+#| code-fold: true
+def fidelity_in_disk(st: MammoStudy, # The study, after its attacked test patches `st.attacked[key]` exist
+                     key: str, # An ablation step, or 'localised'
+                    ) -> dict: # direction -> boolean mask of its test patches
+    """`pixel_fidelity` per direction into `st.fid[key, direction]` and the means into `{key}_{direction}_*`: removals
+    against each lesion's own disk, insertions against the central disk of median lesion radius."""
+    d, M = st.data, st.metrics
+    te = d.idx('test'); y = d.y[te].numpy().astype(bool); x, xa = d.x[te], st.attacked[key]
+    r_med = float(np.median(d.radius[d.y.numpy() == 1]))
+    out = {}
+    for direction, m, centre, radius in (('remove', y, d.centre[te][y], d.radius[te][y]),
+                                         ('insert', ~y, np.full((int((~y).sum()), 2), st.cfg.patch / 2), np.full(int((~y).sum()), r_med))):
+        mt = out[direction] = torch.from_numpy(m)
+        f = st.fid[key, direction] = pixel_fidelity(x[mt], xa[mt], centre, radius)
+        M.update({f'{key}_{direction}_{k}': float(np.mean(val)) for k, val in f.items()})
+    return out
+
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #86894f25
 #| code-fold: true
 def measure_fidelity(st: MammoStudy, c2st_epochs: int|None=None) -> None:
     "Pixel fidelity per direction, Frechet distance and KID on the classifier's features, the C2ST AUC, and the C2ST's controls."
     d, M, cfg = st.data, st.metrics, st.cfg
-    te = d.idx('test'); y = d.y[te].numpy().astype(bool)
-    r_med = float(np.median(d.radius[d.y.numpy() == 1]))
     les_ref = d.x[np.r_[d.idx('val', 1), d.idx('test', 1)]]  # real lesion patches not used for training
     nor_ref = d.x[np.r_[d.idx('val', 0), d.idx('test', 0)]]
     f_les, f_nor = embed(st.clf, les_ref), embed(st.clf, nor_ref)
     M['fd_lesion_vs_normal'] = frechet_distance(f_nor, f_les); M['kid_lesion_vs_normal'] = kid(f_nor, f_les)
     for v in VARIANTS:
         if v not in st.attacked: continue
-        xa = st.attacked[v]
-        for direction, m, centre, radius in (('remove', y, d.centre[te][y], d.radius[te][y]),
-                                             ('insert', ~y, np.full((int((~y).sum()), 2), cfg.patch / 2), np.full(int((~y).sum()), r_med))):
-            mt = torch.from_numpy(m)
-            f = st.fid[v, direction] = pixel_fidelity(d.x[te][mt], xa[mt], centre, radius)
-            M.update({f'{v}_{direction}_{k}': float(np.mean(val)) for k, val in f.items()})
-            fake_f = embed(st.clf, xa[mt]); ref = f_les if direction == 'insert' else f_nor
+        for direction, mt in fidelity_in_disk(st, v).items():
+            fake_f = embed(st.clf, st.attacked[v][mt]); ref = f_les if direction == 'insert' else f_nor
             M[f'{v}_{direction}_fd'] = frechet_distance(fake_f, ref); M[f'{v}_{direction}_kid'] = kid(fake_f, ref)
         c2st_generators(st, v, c2st_epochs)
     n = M['c2st_n'] = len(c2st_sets(st)[0])
@@ -1194,15 +1214,9 @@ class MaskedUNet(nn.Module):
 #| code-fold: true
 def localise_gans(st: MammoStudy) -> None:
     """Both directions with a `MaskedUNet` generator and the last step's losses; fooled counts as trained and at the
-    ablation's common size (`measure_fooled`), where the change lands (`pixel_fidelity`), and the C2ST."""
-    d, M, cfg, thr = st.data, st.metrics, st.cfg, st.metrics['clf_threshold']
-    for direction, src_lab in (('insert', 0), ('remove', 1)):
-        src, real = d.x[d.idx('train', src_lab)], d.x[d.idx('train', 1 - src_lab)]
-        vs = d.x[d.idx('val', src_lab)]; vs = vs[correct_idx(st.clf, vs, src_lab, thr)]
-        with timed(st.timings, f'gan_localised_{direction}'):
-            run = st.gans['localised', direction] = train_gan(st.clf, src, real, cfg, direction, 'corrected', vs, d.x[d.idx('val', 1 - src_lab)],
-                                                               thr, st.seed + (0 if direction == 'insert' else 1), localised=True)
-        M.update({f'gan_localised_{direction}_{k}': val for k, val in gan_evidence(run, cfg).items()})
+    ablation's common size (`measure_fooled`), where the change lands (`fidelity_in_disk`), and the C2ST."""
+    d, M, thr = st.data, st.metrics, st.metrics['clf_threshold']
+    train_pair(st, 'localised', 'corrected', localised=True)
     te = d.idx('test'); x, y = d.x[te], d.y[te]; yn = y.numpy().astype(bool)
     xa = st.attacked['localised'] = attack_all(st.gans['localised', 'remove'].gen, st.gans['localised', 'insert'].gen, x, y)
     M['localised_rel_l2_test'] = float(rel_l2(xa, x).mean())
@@ -1210,12 +1224,7 @@ def localise_gans(st: MammoStudy) -> None:
     M.update({f'localised_{k}': v for k, v in fooled_counts(p_a, predict_proba(st.clf, xa), yn, thr).items()})
     M.update({f'localised_sized_{k}': v for k, v in
               fooled_counts(p_a, predict_proba(st.clf, at_size(x, xa, M['ablation_size'])), yn, thr).items()})
-    r_med = float(np.median(d.radius[d.y.numpy() == 1]))
-    for direction, m, centre, radius in (('remove', yn, d.centre[te][yn], d.radius[te][yn]),
-                                         ('insert', ~yn, np.full((int((~yn).sum()), 2), cfg.patch / 2), np.full(int((~yn).sum()), r_med))):
-        mt = torch.from_numpy(m)
-        f = st.fid['localised', direction] = pixel_fidelity(x[mt], xa[mt], centre, radius)
-        M.update({f'localised_{direction}_{k}': float(np.mean(val)) for k, val in f.items()})
+    fidelity_in_disk(st, 'localised')
     c2st_generators(st, 'localised')
 
 # %% ../nbs/ch2_mammo/20_lesion_gan.ipynb #5d183825

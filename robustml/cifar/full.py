@@ -15,7 +15,6 @@ import torch.nn as nn
 
 from ..core import DataInfo, Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
 from ..studies import register_study, result_row
-from ..datasets import cache_dir
 from ..robust import AdvTrain, autoattack
 from ..stats import Trajectory
 from ..training import History, cpu_state, fit, random_crop_flip, save_state

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
-import json
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -17,7 +15,7 @@ from ..core import DataInfo, Results, by_profile, cpu_threads, get_device, get_p
 from ..studies import register_study, result_row, results_dir
 from ..training import History, correct, cpu_state, fit, save_state
 from ..robust import robust_correct
-from ..datasets import cache_dir, use_real
+from ..datasets import use_real
 from .common import EPS5, PAPER, RecordingGuard, kept_folder, load_chapter_data, load_kept, pixel_model, summarise
 from .fgsm import SeedHistory, evaluate_model, seed_adv_train, seed_attack, seed_cnn, select_epoch
 from .full import WONG2020, FullConfig, aa_columns, full_config, run_cifar_full
