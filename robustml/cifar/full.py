@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..core import DataInfo, Results, cpu_threads, get_device, get_profile, set_seed, timed, torch_threads
 from ..studies import register_study, result_row
-from ..robust import AdvTrain, autoattack
+from ..robust import AdvTrain, AutoAttackResult, autoattack
 from ..stats import Trajectory
 from ..training import History, cpu_state, fit, random_crop_flip, save_state
 from .common import EPS5, EPS8, PAPER, RecordingGuard, kept_folder, load_chapter_data, load_kept, n_params, pixel_model, summarise
@@ -23,8 +23,9 @@ from .fgsm import evaluate_model
 
 # %% auto #0
 __all__ = ['WONG2020', 'TARGET', 'PAPER_FULL', 'FULL_STEPS', 'conv_bn', 'Residual', 'resnet9', 'FullConfig', 'full_config',
-           'recipe_name', 'aa_columns', 'load_full_data', 'FullStudy', 'full_setup', 'full_model', 'full_cache',
-           'full_trajectory', 'train_full', 'evaluate_full', 'full_results', 'full_table', 'run_cifar_full']
+           'recipe_name', 'kept_autoattack', 'aa_columns', 'load_full_data', 'FullStudy', 'full_setup', 'full_model',
+           'full_cache', 'full_trajectory', 'train_full', 'evaluate_full', 'full_results', 'full_table',
+           'run_cifar_full']
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #206d8937
 #| code-fold: true
@@ -102,17 +103,42 @@ def recipe_name(cfg: FullConfig) -> str:
 #| code-fold: true
 WONG2020 = {'clean': 86.06, 'pgd_8': 46.06, 'aa_8': 43.21} # Wong et al. 2020, fast FGSM training of a PreAct ResNet-18 at 8/255 (percent)
 
+def kept_autoattack(net: nn.Module, # A pixel model in eval mode
+                    x: torch.Tensor, # Clean test images
+                    y: torch.Tensor, # Their labels
+                    eps: float, # Budget (pixels)
+                    version: str, # 'standard' or 'course'
+                    seed: int=0, # Seed of the attacks
+                    path: Path|None=None, # Keep the result in this file and read it back when it is there; None = keep nothing
+                   ) -> tuple[AutoAttackResult, float]: # The result (worst-case inputs not kept) and its wall seconds
+    "`autoattack` on `(x, y)`, or its kept result: an evaluation of an hour on a CPU is never redone after an interruption."
+    kept = load_kept(path)
+    if kept is not None and len(kept['broken_by']) == len(x) and (kept['version'], kept['eps']) == (version, float(eps)):
+        return AutoAttackResult(kept['version'], kept['eps'], [tuple(s) for s in kept['stages']], kept['clean'].numpy(),
+                                np.array(kept['broken_by'], dtype=str)), kept['seconds']
+    t = {}
+    with timed(t, 'aa'): r = autoattack(net, x, y, eps, version=version, seed=seed, keep_inputs=False)
+    if path is not None:
+        save_state({'version': r.version, 'eps': r.eps, 'stages': list(r.stages), 'clean': torch.from_numpy(r.clean),
+                    'broken_by': [str(b) for b in r.broken_by], 'seconds': t['aa']}, path)
+    return r, t['aa']
+
 def aa_columns(net: nn.Module, # A pixel model in eval mode
                data, # The chapter's data (`CifarData`)
                cfg, # A config with `n_aa`, `aa_version` (`FullConfig`)
                seed: int=0, # Seed of the attacks
+               folder: Path|None=None, # Keep each budget's result here (`autoattack-5.pt`, `autoattack-8.pt`); None = keep nothing
+               timings: dict|None=None, # Filled with each budget's seconds ('autoattack_5', 'autoattack_8'), as measured when it ran
               ) -> tuple[dict, dict]: # ({'aa_5', 'aa_8'} -> per-image booleans, {'5', '8'} -> `AutoAttackResult`)
     "Per-image robustness under `robustml.robust.autoattack` at 5/255 and 8/255 on the first `cfg.n_aa` test images."
     x, y = data.test(cfg.n_aa)
-    aa = {tag: autoattack(net, x, y, e, version=cfg.aa_version, seed=seed, keep_inputs=False)
-          for tag, e in (('5', EPS5), ('8', EPS8))}
+    aa = {}
+    for tag, e in (('5', EPS5), ('8', EPS8)):
+        aa[tag], s = kept_autoattack(net, x, y, e, cfg.aa_version, seed, None if folder is None else folder/f'autoattack-{tag}.pt')
+        if timings is not None: timings[f'autoattack_{tag}'] = round(s, 2)
     # worst case at 8/255 includes the 5/255 examples (inside the larger ball), as for the PGD columns
     return {'aa_5': torch.from_numpy(aa['5'].robust), 'aa_8': torch.from_numpy(aa['8'].robust & aa['5'].robust)}, aa
+
 
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #9109ca73
 TARGET = {'clean': 78.0, 'robust_5': 48.0} # the page's target: the seed's 77.98% / 47.61%, rounded up, in percent, at eps = 5/255
@@ -207,7 +233,8 @@ def train_full(st: FullStudy) -> FullStudy:
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #c5fc42e1
 def evaluate_full(st: FullStudy) -> FullStudy:
     """Clean, seed FGSM, FGSM, PGD-20, PGD-50 with restarts at 5/255 and 8/255, then AutoAttack on the first `n_aa` test
-    images with PGD-20 on the same images, with bootstrap intervals (each part kept with `cfg.keep`)."""
+    images with PGD-20 on the same images, with bootstrap intervals (each part, and each
+    budget of AutoAttack, kept with `cfg.keep`)."""
     c = st.cfg
     kept = _kept(st, 'evaluation.pt')
     if kept is None:
@@ -215,13 +242,9 @@ def evaluate_full(st: FullStudy) -> FullStudy:
         if c.keep: save_state({'ok': st.ok, 'seconds': st.timings['evaluate']}, full_cache(st)/'evaluation.pt')
     else: st.ok, st.timings['evaluate'] = kept['ok'], kept['seconds']
     if c.n_aa:
-        kept = _kept(st, 'autoattack.pt')
-        if kept is None:
-            with timed(st.timings, 'autoattack'): aa, res = aa_columns(st.net, st.data, c, st.seed)
-            st.aa = json.loads(json.dumps({t: a.table().to_dict('records') for t, a in res.items()}, default=float))   # as a kept run reads it
-            if c.keep: save_state({'ok': aa, 'seconds': st.timings['autoattack'], 'stages': json.dumps(st.aa)},
-                                  full_cache(st)/'autoattack.pt')
-        else: aa, st.timings['autoattack'], st.aa = kept['ok'], kept['seconds'], json.loads(kept['stages'])
+        aa, res = aa_columns(st.net, st.data, c, st.seed, folder=full_cache(st), timings=st.timings)
+        st.timings['autoattack'] = round(st.timings['autoattack_5'] + st.timings['autoattack_8'], 2)
+        st.aa = json.loads(json.dumps({t: a.table().to_dict('records') for t, a in res.items()}, default=float))
         st.ok.update(aa)
         for t in ('5', '8'): st.ok[f'pgd20_{t}_aa'] = st.ok[f'pgd20_{t}'][:c.n_aa]   # PGD-20 on the same images
     st.summary = summarise(st.ok, c.n_boot, st.seed)
