@@ -139,7 +139,6 @@ def aa_columns(net: nn.Module, # A pixel model in eval mode
     # worst case at 8/255 includes the 5/255 examples (inside the larger ball), as for the PGD columns
     return {'aa_5': torch.from_numpy(aa['5'].robust), 'aa_8': torch.from_numpy(aa['8'].robust & aa['5'].robust)}, aa
 
-
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #9109ca73
 TARGET = {'clean': 78.0, 'robust_5': 48.0} # the page's target: the seed's 77.98% / 47.61%, rounded up, in percent, at eps = 5/255
 PAPER_FULL = {'clean': PAPER['faithful_clean'], 'seed_fgsm': PAPER['faithful_seed_fgsm']} # the seed's adversarially trained model, keyed like our metrics
@@ -233,8 +232,8 @@ def train_full(st: FullStudy) -> FullStudy:
 # %% ../../nbs/ch1_cifar/11_full_scale.ipynb #c5fc42e1
 def evaluate_full(st: FullStudy) -> FullStudy:
     """Clean, seed FGSM, FGSM, PGD-20, PGD-50 with restarts at 5/255 and 8/255, then AutoAttack on the first `n_aa` test
-    images with PGD-20 on the same images, with bootstrap intervals (each part, and each
-    budget of AutoAttack, kept with `cfg.keep`)."""
+    images with PGD-20 on the same images, with bootstrap intervals (each part,
+    AutoAttack per budget, kept with `cfg.keep`)."""
     c = st.cfg
     kept = _kept(st, 'evaluation.pt')
     if kept is None:
