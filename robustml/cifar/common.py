@@ -8,6 +8,7 @@ import hashlib, json, os
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -27,8 +28,8 @@ from ..training import as_input, cpu_state
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'SEED_EPS', 'EPS5', 'EPS8', 'PAPER', 'CifarSizes', 'CifarData', 'load_chapter_data',
-           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'kept_folder', 'load_kept', 'run_provenance',
-           'plot_adv_grid']
+           'pixel_model', 'n_params', 'RecordingGuard', 'summarise', 'kept_folder', 'load_kept', 'kept_phases',
+           'run_provenance', 'plot_adv_grid']
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #ae82f5cb
 from ..plots import register_colors
@@ -166,6 +167,16 @@ def kept_folder(name: str, # The study, e.g. 'cifar-full'
 def load_kept(path: Path|None) -> dict|None:
     "A kept phase (`torch.load(weights_only=True)`: tensors, numbers, strings and containers only), or None."
     return torch.load(path, map_location='cpu', weights_only=True) if path is not None and path.exists() else None
+
+# %% ../../nbs/ch1_cifar/13_common.ipynb #4960b378
+def kept_phases(folder: Path|None, # A run's kept-phase folder (`kept_folder`); None = nothing kept
+                since: float|None=None, # The current run's start (`time.time()`): phases written before it were read back
+               ) -> list[dict]: # Per phase, oldest first: `phase`, `written` (UTC), `read_back` (None when `since` is None)
+    "The phases kept in `folder`, when each was written and whether the current run read it back rather than made it."
+    if folder is None or not folder.exists(): return []
+    files = sorted(folder.glob('*.pt'), key=lambda f: f.stat().st_mtime)
+    when = lambda f: datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    return [{'phase': f.name, 'written': when(f), 'read_back': None if since is None else f.stat().st_mtime < since} for f in files]
 
 # %% ../../nbs/ch1_cifar/13_common.ipynb #97d473d7
 def run_provenance(device: torch.device|str, # The device the run trained on
